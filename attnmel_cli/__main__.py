@@ -1,0 +1,3 @@
+from attnmel_cli.cli import main
+
+main()

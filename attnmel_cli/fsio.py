@@ -1,0 +1,52 @@
+"""Atomic file output: write to a temporary name beside the target, then rename."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from attnmel_cli.errors import AttnMelError
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | Path, *, overwrite: bool = True) -> Iterator[Path]:
+    """Yield a temporary path in ``target``'s folder; rename it onto ``target`` on success.
+
+    On any exception the temporary file is removed and ``target`` is left as it was.
+    With ``overwrite=False`` an existing ``target`` is refused before anything is written.
+    """
+    target = Path(target)
+    if not overwrite and target.exists():
+        raise AttnMelError(f"{target}: already exists; pass --force to overwrite it")
+    folder = target.parent if str(target.parent) else Path(".")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
+    except OSError as exc:
+        raise AttnMelError(f"{target}: cannot write here ({exc.strerror or exc})") from None
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise AttnMelError(f"{target}: cannot write ({exc.strerror or exc})") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_atomic(target: str | Path, writer: Callable[[Path], None], *, overwrite: bool = True) -> Path:
+    """Call ``writer(tmp_path)`` and rename the result onto ``target``."""
+    with atomic_path(target, overwrite=overwrite) as tmp:
+        writer(tmp)
+    return Path(target)
+
+
+def write_text_atomic(target: str | Path, text: str, *, overwrite: bool = True) -> Path:
+    """Write ``text`` (UTF-8) to ``target`` atomically."""
+    return write_atomic(target, lambda p: p.write_text(text, encoding="utf-8"), overwrite=overwrite)

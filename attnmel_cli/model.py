@@ -1,0 +1,188 @@
+"""The paper's network (§2.1, Fig. 1–2) and its ablation baselines (§3.2).
+
+Variants (``arch``):
+- ``attnmel``   : VGG-16 without dense layers; attention gates on pool-3 and pool-4 guided by
+                  pool-5 (Eq. 1–3); GAP of F̂3, F̂4 and G concatenated → linear → 2 classes.
+- ``mel-cnn``   : the same concatenation of GAP(pool-3), GAP(pool-4), GAP(pool-5), no gates.
+- ``vgg16-gap`` : GAP of pool-5 → linear (its class activation map is available, Zhou et al. 2016).
+- ``vgg16``     : the original VGG-16 with its dense layers, 2 outputs.
+
+``forward(x)`` takes ``x`` of shape (N, 3, S, S), S divisible by 32, and returns
+``(logits, maps)``: logits (N, 2); maps holds ``pool3`` (N, 1, S/8, S/8) and ``pool4``
+(N, 1, S/16, S/16) attention in [0, 1] for ``attnmel``, ``cam`` (N, 1, S/32, S/32) for
+``vgg16-gap``, and nothing for the others.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.models import VGG16_BN_Weights, VGG16_Weights
+from torchvision.models.vgg import make_layers
+
+from attnmel_cli.errors import AttnMelError
+
+ARCHS = ("attnmel", "mel-cnn", "vgg16-gap", "vgg16")
+BACKBONES = ("vgg16_bn", "vgg16")
+CLASSES = ("other", "melanoma")  # index 1 is the melanoma probability
+ATTENTION_FEATURES = 256  # W_f and W_g have 256 filters (Eq. 1)
+# torchvision's VGG-16 configuration "D": channels per conv, "M" = max pool.
+VGG16_CFG: tuple[int | str, ...] = (
+    64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M",
+)
+_WEIGHTS = {"vgg16_bn": VGG16_BN_Weights.IMAGENET1K_V1, "vgg16": VGG16_Weights.IMAGENET1K_V1}
+
+Maps = dict[str, Tensor]
+
+
+def scaled(channels: int, width: float) -> int:
+    """Channels kept by the width multiplier (at least 1)."""
+    return max(1, round(channels * width))
+
+
+class AttentionGate(nn.Module):
+    """Attention module of Fig. 2 on an intermediate feature F guided by the global feature G."""
+
+    def __init__(self, in_channels: int, guide_channels: int, inter_channels: int) -> None:
+        super().__init__()
+        self.W_f = nn.Conv2d(in_channels, inter_channels, kernel_size=1, bias=False)
+        self.W_g = nn.Conv2d(guide_channels, inter_channels, kernel_size=1, bias=False)
+        self.W = nn.Conv2d(inter_channels, 1, kernel_size=1, bias=True)
+        for conv in (self.W_f, self.W_g, self.W):  # He initialisation (§3.1)
+            nn.init.kaiming_normal_(conv.weight, mode="fan_in", nonlinearity="relu")
+        nn.init.zeros_(self.W.bias)
+
+    def forward(self, f: Tensor, g: Tensor) -> tuple[Tensor, Tensor]:
+        """f (N, C, H, W), g (N, Cg, h, w) → attention A (N, 1, H, W), attended F̂ (N, C, H, W)."""
+        up_g = F.interpolate(self.W_g(g), size=f.shape[-2:], mode="bilinear", align_corners=False)
+        r = self.W(F.relu(self.W_f(f) + up_g))  # Eq. 1
+        a = torch.sigmoid(r)  # Eq. 2
+        return a, a * f  # Eq. 3: f̂_i = a_i · f_i
+
+
+class AttnMelNet(nn.Module):
+    """VGG-16 backbone (dense layers removed except for ``arch='vgg16'``) with the chosen head."""
+
+    def __init__(self, arch: str = "attnmel", backbone: str = "vgg16_bn", width: float = 1.0) -> None:
+        super().__init__()
+        if arch not in ARCHS:
+            raise AttnMelError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
+        if backbone not in BACKBONES:
+            raise AttnMelError(f"unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")
+        if not 0 < width <= 1:
+            raise AttnMelError(f"width must be in (0, 1], got {width}")
+        self.arch, self.backbone, self.width = arch, backbone, width
+        cfg = [c if c == "M" else scaled(c, width) for c in VGG16_CFG]
+        self.features = make_layers(cfg, batch_norm=backbone == "vgg16_bn")  # torchvision's keys
+        c3, c4, c5 = scaled(256, width), scaled(512, width), scaled(512, width)
+        self.attn3: AttentionGate | None = None
+        self.attn4: AttentionGate | None = None
+        if arch == "attnmel":
+            inter = scaled(ATTENTION_FEATURES, width)
+            self.attn3 = AttentionGate(c3, c5, inter)
+            self.attn4 = AttentionGate(c4, c5, inter)
+        if arch == "vgg16":
+            hidden = scaled(4096, width)
+            self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
+            self.classifier: nn.Module = nn.Sequential(
+                nn.Linear(c5 * 7 * 7, hidden), nn.ReLU(True), nn.Dropout(),
+                nn.Linear(hidden, hidden), nn.ReLU(True), nn.Dropout(),
+                nn.Linear(hidden, len(CLASSES)),
+            )
+        else:
+            in_features = c5 if arch == "vgg16-gap" else c3 + c4 + c5
+            self.classifier = nn.Linear(in_features, len(CLASSES))
+
+    def pools(self, x: Tensor) -> list[Tensor]:
+        """Outputs of pool-1 … pool-5 for x (N, 3, S, S); pool-k has size S / 2**k."""
+        out = []
+        for layer in self.features:
+            x = layer(x)
+            if isinstance(layer, nn.MaxPool2d):
+                out.append(x)
+        return out
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Maps]:
+        """x (N, 3, S, S) → logits (N, 2) and the variant's maps (see the module docstring)."""
+        _, _, p3, p4, g = self.pools(x)
+        if self.arch == "vgg16":
+            return self.classifier(torch.flatten(self.avgpool(g), 1)), {}
+        gap_g = g.mean(dim=(2, 3))
+        if self.arch == "vgg16-gap":
+            logits = self.classifier(gap_g)
+            # CAM (Zhou et al. 2016): the melanoma weights applied at every pool-5 location.
+            cam = torch.einsum("c,nchw->nhw", self.classifier.weight[1], g).unsqueeze(1)
+            return logits, {"cam": cam}
+        if self.attn3 is not None and self.attn4 is not None:
+            a3, p3 = self.attn3(p3, g)
+            a4, p4 = self.attn4(p4, g)
+            maps = {"pool3": a3, "pool4": a4}
+        else:
+            maps = {}
+        feature = torch.cat([p3.mean(dim=(2, 3)), p4.mean(dim=(2, 3)), gap_g], dim=1)
+        return self.classifier(feature), maps
+
+
+def check_image_size(image_size: int) -> None:
+    """Raise unless the input side is a positive multiple of 32 (five 2×2 poolings)."""
+    if image_size < 32 or image_size % 32:
+        raise AttnMelError(f"image size must be a multiple of 32 (≥ 32), got {image_size}")
+
+
+def imagenet_weights_file(backbone: str) -> Path:
+    """Where torchvision's weights API caches the ImageNet file for ``backbone``."""
+    url = _WEIGHTS[backbone].url
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
+
+
+def _imagenet_state_dict(backbone: str, weights_file: Path | None) -> dict[str, Tensor]:
+    """ImageNet state dict via torchvision's weights API (hub cache) or a local file."""
+    if weights_file is not None:
+        if not weights_file.is_file():
+            raise AttnMelError(f"{weights_file}: pretrained weights file not found")
+        if weights_file.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(weights_file)
+        try:  # weights_only: tensors only, no pickled code is executed
+            return torch.load(weights_file, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - any failure means an unusable file
+            raise AttnMelError(f"{weights_file}: not a torchvision state dict ({exc})") from None
+    cached = imagenet_weights_file(backbone)
+    if not cached.is_file():
+        raise AttnMelError(
+            f"ImageNet weights for {backbone} are not in the torch hub cache (expected {cached}, "
+            f"from {_WEIGHTS[backbone].url}); download that file there, pass its path with "
+            "--pretrained-weights FILE, or train from scratch with --no-pretrained"
+        )
+    return _WEIGHTS[backbone].get_state_dict(progress=False, check_hash=True)
+
+
+def build_model(
+    arch: str = "attnmel",
+    backbone: str = "vgg16_bn",
+    width: float = 1.0,
+    *,
+    pretrained: bool = False,
+    weights_file: Path | None = None,
+) -> AttnMelNet:
+    """Build a variant; ``pretrained`` loads ImageNet weights into the backbone (width 1 only)."""
+    model = AttnMelNet(arch, backbone, width)
+    if pretrained or weights_file is not None:
+        if width != 1.0:
+            raise AttnMelError(
+                f"ImageNet weights exist only for width 1.0 (got {width}); use --no-pretrained"
+            )
+        state = _imagenet_state_dict(backbone, weights_file)
+        keep = ("features.",) + (("classifier.0.", "classifier.3.") if arch == "vgg16" else ())
+        state = {k: v for k, v in state.items() if k.startswith(keep)}
+        missing = [k for k in model.state_dict() if k.startswith("features.") and k not in state]
+        if missing:
+            raise AttnMelError(
+                f"pretrained weights do not fit the {backbone} backbone (missing {missing[0]}…)"
+            )
+        model.load_state_dict(state, strict=False)
+    return model

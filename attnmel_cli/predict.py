@@ -1,0 +1,146 @@
+"""``predict`` and ``explain`` drivers: expand inputs, score in batches, write overlays."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from attnmel_cli.checkpoint import CheckpointMeta, load_checkpoint
+from attnmel_cli.errors import AttnMelError
+from attnmel_cli.explain import explanation_images, save_image
+from attnmel_cli.fsio import atomic_path
+from attnmel_cli.inference import Scored, score_paths
+from attnmel_cli.model import AttnMelNet
+from attnmel_cli.preprocess import DEFAULT_MAX_PIXELS, load_photo, network_box
+
+log = logging.getLogger("attnmel")
+
+IMAGE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".ppm", ".jfif"}
+)
+# Files that sit beside ISIC photos but are not photos (masks, superpixel index images).
+NON_PHOTO_ENDINGS = ("_segmentation.png", "_superpixels.png")
+
+
+def _is_photo(path: Path) -> bool:
+    name = path.name.lower()
+    return (
+        path.suffix.lower() in IMAGE_SUFFIXES
+        and not name.endswith(NON_PHOTO_ENDINGS)
+        and not name.startswith(".")
+    )
+
+
+def expand_inputs(items: Iterable[str], *, recursive: bool = False) -> Iterator[str]:
+    """Files as given; folders → their image files (sorted; ``recursive`` walks subfolders).
+
+    A path that does not exist is passed through, so that it becomes an error record.
+    """
+    for item in items:
+        path = Path(item)
+        if not path.is_dir():
+            yield item
+            continue
+        found = path.rglob("*") if recursive else path.iterdir()
+        files = sorted(p for p in found if p.is_file() and _is_photo(p))
+        if not files:
+            log.warning("%s: no image files found%s", path, "" if recursive else " (try --recursive)")
+        yield from (str(p) for p in files)
+
+
+def read_path_list(lines: Iterable[str]) -> Iterator[str]:
+    """Paths from a stream, one per line (blank lines skipped); used as data, never via a shell."""
+    for line in lines:
+        line = line.rstrip("\r\n")
+        if line.strip():
+            yield line
+
+
+@dataclass
+class Session:
+    """A loaded checkpoint ready to score."""
+
+    model: AttnMelNet
+    meta: CheckpointMeta
+    name: str
+    device: torch.device
+
+    @classmethod
+    def load(cls, checkpoint: Path, device: torch.device) -> Session:
+        model, meta = load_checkpoint(checkpoint, device)
+        if device.type == "cpu":
+            model = model.to(memory_format=torch.channels_last)
+        return cls(model, meta, checkpoint.name, device)
+
+    def map_names(self) -> list[str]:
+        """The maps this checkpoint's variant produces (pool3/pool4 or cam, or none)."""
+        return {"attnmel": ["pool3", "pool4"], "vgg16-gap": ["cam"]}.get(self.meta.arch, [])
+
+    def score(
+        self,
+        paths: Sequence[str],
+        *,
+        batch_size: int = 16,
+        workers: int | None = None,
+        keep_maps: bool = False,
+        prepared: bool = False,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+    ) -> Iterator[Scored]:
+        return score_paths(
+            self.model, self.meta, paths, device=self.device, batch_size=batch_size,
+            workers=workers, keep_maps=keep_maps, prepared=prepared, max_pixels=max_pixels,
+        )
+
+
+def overlay_target(path: str, out_dir: Path, taken: set[str], suffix: str = ".png") -> Path:
+    """``out_dir/<stem>_attention.png``; a stem seen before gets ``-2``, ``-3``… appended."""
+    stem, n = Path(path).stem, 1
+    name = f"{stem}_attention{suffix}"
+    while name in taken:
+        n += 1
+        name = f"{stem}-{n}_attention{suffix}"
+    taken.add(name)
+    return out_dir / name
+
+
+def write_overlay(
+    scored: Scored, meta: CheckpointMeta, map_name: str, target: Path, *,
+    max_pixels: int = DEFAULT_MAX_PIXELS, overwrite: bool = False,
+) -> Path:
+    """Overlay of one map on the photo at the photo's own resolution (EXIF orientation applied)."""
+    if map_name not in scored.maps:
+        raise AttnMelError(f"this checkpoint ({meta.arch}) has no {map_name} map")
+    photo = load_photo(scored.path, max_pixels=max_pixels)
+    box = network_box(*photo.size, meta.image_size)
+    overlays, _ = explanation_images(photo, {map_name: scored.maps[map_name]}, box)
+    return save_image(overlays[map_name], target, overwrite=overwrite)
+
+
+def write_explanation(
+    scored: Scored, meta: CheckpointMeta, out_dir: Path, stem: str, *,
+    max_pixels: int = DEFAULT_MAX_PIXELS, overwrite: bool = False,
+) -> list[Path]:
+    """``explain``'s files for one image: an overlay per map, the composite, the raw maps (.npz)."""
+    photo = load_photo(scored.path, max_pixels=max_pixels)
+    box = network_box(*photo.size, meta.image_size)
+    overlays, panel = explanation_images(photo, scored.maps, box)
+    written = [
+        save_image(img, out_dir / f"{stem}_{name}.png", overwrite=overwrite)
+        for name, img in overlays.items()
+    ]
+    written.append(save_image(panel, out_dir / f"{stem}_composite.png", overwrite=overwrite))
+    raw = out_dir / f"{stem}_maps.npz"
+    with atomic_path(raw, overwrite=overwrite) as tmp:
+        with tmp.open("wb") as fh:
+            np.savez_compressed(
+                fh, box=np.asarray(box, np.float32), p_melanoma=np.float32(scored.p_melanoma),
+                **{k: v.astype(np.float32) for k, v in scored.maps.items()},
+            )
+    written.append(raw)
+    return written
+

@@ -1,0 +1,71 @@
+"""Scoring records on stdout: CSV with a header, JSON lines, or a Rich table.
+
+Record fields (design contract): ``path, p_melanoma, label, checkpoint`` (+ ``error``).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from typing import Any, TextIO
+
+from rich.console import Console
+from rich.table import Table
+
+FIELDS = ("path", "p_melanoma", "label", "checkpoint", "error")
+FORMATS = ("table", "csv", "jsonl")
+
+
+def record(path: str, p: float | None, threshold: float, checkpoint: str, error: str | None) -> dict[str, Any]:
+    """One scoring record; ``label`` is 1 (melanoma) when ``p >= threshold``."""
+    rec: dict[str, Any] = {
+        "path": path,
+        "p_melanoma": None if p is None else round(p, 6),
+        "label": None if p is None else int(p >= threshold),
+        "checkpoint": checkpoint,
+    }
+    if error is not None:
+        rec["error"] = error
+    return rec
+
+
+def default_format(stream: TextIO = sys.stdout) -> str:
+    """A table on a terminal, CSV when piped."""
+    return "table" if stream.isatty() else "csv"
+
+
+class RecordWriter:
+    """Streams records to ``stream`` (CSV and JSONL line by line; a table at the end)."""
+
+    def __init__(self, fmt: str, stream: TextIO = sys.stdout) -> None:
+        self.fmt, self.stream = fmt, stream
+        self._rows: list[dict[str, Any]] = []
+        self._csv: csv.DictWriter | None = None
+        if fmt == "csv":
+            self._csv = csv.DictWriter(stream, fieldnames=FIELDS, lineterminator="\n")
+            self._csv.writeheader()
+
+    def write(self, rec: dict[str, Any]) -> None:
+        if self._csv is not None:
+            self._csv.writerow({k: "" if rec.get(k) is None else rec[k] for k in FIELDS})
+        elif self.fmt == "jsonl":
+            self.stream.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        else:
+            self._rows.append(rec)
+            return
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.fmt != "table":
+            return
+        table = Table(show_edge=False)
+        for name in ("path", "p_melanoma", "prediction"):
+            table.add_column(name, justify="right" if name == "p_melanoma" else "left")
+        for rec in self._rows:
+            if rec.get("error"):
+                table.add_row(rec["path"], "—", f"[red]error: {rec['error']}[/red]")
+            else:
+                pred = "[bold red]melanoma[/bold red]" if rec["label"] else "other"
+                table.add_row(rec["path"], f"{rec['p_melanoma']:.3f}", pred)
+        Console(file=self.stream, soft_wrap=True).print(table)
