@@ -14,22 +14,49 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+)
 
 from attnmel_cli import __version__
 from attnmel_cli.checkpoint import resolve_checkpoint
-from attnmel_cli.errors import EXIT_OK, EXIT_PARTIAL, AttnMelError
+from attnmel_cli.errors import EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, AttnMelError
+from attnmel_cli.evaluate import (
+    check_outputs,
+    load_data,
+    load_val_data,
+    parse_threshold,
+    report_json,
+    report_table,
+    run_evaluation,
+    write_outputs,
+)
 from attnmel_cli.inference import resolve_device
 from attnmel_cli.predict import (
     Session,
     expand_inputs,
     overlay_target,
+    parse_shard,
     read_path_list,
+    shard,
     write_explanation,
     write_overlay,
 )
+from attnmel_cli.prepare import (
+    DEFAULT_SEED,
+    DEFAULT_VAL_FRACTION,
+    prepare_dataset,
+    summary_table,
+)
 from attnmel_cli.preprocess import DEFAULT_MAX_PIXELS
 from attnmel_cli.records import FORMATS, RecordWriter, default_format, record
+from attnmel_cli.run_dir import BEST
+from attnmel_cli.train import TrainConfig, train
 
 app = typer.Typer(
     name="attnmel",
@@ -73,27 +100,37 @@ def report_failure(path: str, message: str) -> None:
     err.print(f"[red]error:[/red] {message}", markup=True, highlight=False)
 
 
-def collect_inputs(paths: list[str], recursive: bool) -> list[str]:
-    """Expand PATH arguments (``-`` reads paths from stdin, one per line)."""
+def collect_inputs(paths: list[str], recursive: bool, shard_spec: str | None = None) -> list[str]:
+    """Expand PATH arguments (``-`` reads paths from stdin, one per line); keep one shard."""
     items: list[str] = []
     for item in paths:
         items.extend(read_path_list(sys.stdin) if item == "-" else [item])
     inputs = list(expand_inputs(items, recursive=recursive))
     if not inputs:
         raise AttnMelError("no images to score (empty folder or empty list on stdin)")
+    if shard_spec is not None:
+        index, count = parse_shard(shard_spec)
+        inputs = shard(inputs, index, count)
+        log.info("shard %d/%d: %d images", index, count, len(inputs))
     return inputs
+
+
+def print_version(value: bool) -> None:
+    """``--version``: print and exit before any command is required."""
+    if value:
+        typer.echo(f"attnmel {__version__}")
+        raise typer.Exit()
 
 
 @app.callback()
 def main_options(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug detail to stderr.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors on stderr.")] = False,
-    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", is_eager=True, callback=print_version, help="Print the version and exit.")
+    ] = False,
 ) -> None:
     """Melanoma recognition via visual attention."""
-    if version:
-        typer.echo(f"attnmel {__version__}")
-        raise typer.Exit()
     level = logging.DEBUG if verbose else logging.ERROR if quiet else logging.INFO
     logging.basicConfig(level=level, format="attnmel: %(message)s", stream=sys.stderr, force=True)
 
@@ -115,6 +152,14 @@ MaxPixelsOpt = Annotated[
     int, typer.Option("--max-pixels", min=1, help="Refuse images declaring more pixels (decompression bombs).")
 ]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite existing output files.")]
+ShardOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--shard", metavar="I/N",
+        help="Process only the I-th of N contiguous blocks of the inputs (0-based); the outputs of "
+        "shards 0…N-1 concatenated equal the unsharded output.",
+    ),
+]
 
 
 @app.command()
@@ -136,12 +181,13 @@ def predict(
     device: DeviceOpt = "auto",
     max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
     force: ForceOpt = False,
+    shard_spec: ShardOpt = None,
 ) -> None:
     """Score images: one record per image on stdout (path, p_melanoma, label, checkpoint)."""
     fmt = fmt or default_format()
     if fmt not in FORMATS:
         raise AttnMelError(f"unknown --format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    inputs = collect_inputs(paths, recursive)
+    inputs = collect_inputs(paths, recursive, shard_spec)
     if overlay is not None and len(inputs) != 1:
         raise AttnMelError(f"--overlay takes exactly one input image, got {len(inputs)}; use --overlay-dir")
     if overlay is not None and overlay.exists() and not force:
@@ -190,9 +236,10 @@ def explain(
     device: DeviceOpt = "auto",
     max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
     force: ForceOpt = False,
+    shard_spec: ShardOpt = None,
 ) -> None:
     """Write, per image, the attention maps (CAM for vgg16-gap) over the photo at its own size."""
-    inputs = collect_inputs(paths, recursive)
+    inputs = collect_inputs(paths, recursive, shard_spec)
     session = Session.load(resolve_checkpoint(checkpoint), resolve_device(device))
     if not session.map_names():
         raise AttnMelError(
@@ -223,6 +270,234 @@ def explain(
     raise typer.Exit(EXIT_PARTIAL if failed else EXIT_OK)
 
 
+@app.command()
+@handle_errors
+def evaluate(
+    data: Annotated[
+        Path,
+        typer.Option(
+            "--data", "-d",
+            help="Prepared dir, or labelled data never prepared (ISIC download, class folders, "
+            "image,label CSV).",
+        ),
+    ],
+    checkpoint: CheckpointOpt = None,
+    split: Annotated[
+        str, typer.Option(help="Split to evaluate: train, val or test (data without splits: all).")
+    ] = "test",
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", "-o",
+            help="Write predictions.csv, report.json, roc.png, pr.png and reliability.png here.",
+        ),
+    ] = None,
+    threshold: Annotated[
+        str,
+        typer.Option(help="Threshold on p_melanoma, or 'val': Youden's J on the val split."),
+    ] = "0.5",
+    fmt: Annotated[
+        str, typer.Option("--format", "-f", help="table (on stderr) or json (report on stdout).")
+    ] = "table",
+    compare: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--compare",
+            help="Another checkpoint, side by side, with DeLong's test of its AUC against the "
+            "first (repeatable).",
+        ),
+    ] = None,
+    dataset: Annotated[
+        str, typer.Option(help="Layout of data never prepared (auto detects it).")
+    ] = "auto",
+    bootstrap: Annotated[
+        int, typer.Option(min=0, help="Bootstrap resamples for the 95 % intervals (0: none).")
+    ] = 1000,
+    seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 0,
+    batch_size: BatchOpt = 16,
+    workers: WorkersOpt = None,
+    device: DeviceOpt = "auto",
+    force: ForceOpt = False,
+) -> None:
+    """AP and AUC with 95 % intervals, operating points, calibration, attention Jaccard."""
+    if fmt not in ("table", "json"):
+        raise AttnMelError(f"unknown --format {fmt!r}; choose table or json")
+    cut = parse_threshold(threshold)
+    if out is not None:
+        check_outputs(out, overwrite=force)
+    eval_data = load_data(data, split, dataset)
+    val_data = load_val_data(data, dataset) if cut is None else None
+    checkpoints = [resolve_checkpoint(checkpoint), *(compare or [])]
+    with progress() as bar:
+        task = bar.add_task("evaluating", total=len(eval_data.items) * len(checkpoints))
+        result = run_evaluation(
+            eval_data, checkpoints, resolve_device(device), threshold=cut, val_data=val_data,
+            n_boot=bootstrap, seed=seed, batch_size=batch_size, workers=workers,
+            advance=lambda: bar.advance(task),
+        )
+    for failure in result.report["failed"]:
+        report_failure(failure["path"], failure["error"])
+    if out is not None:
+        write_outputs(result, out, overwrite=force)
+        log.info("wrote predictions.csv, report.json and plots to %s", out)
+    if fmt == "json":
+        typer.echo(report_json(result.report), nl=False)
+    else:
+        err.print(report_table(result.report))
+    raise typer.Exit(EXIT_PARTIAL if result.report["failed"] else EXIT_OK)
+
+
+@app.command()
+@handle_errors
+def prepare(
+    source: Annotated[
+        Path,
+        typer.Argument(help="ISIC download, class folders, or a folder with an image,label CSV."),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option("--out", "-o", help="Prepared dir to write (manifest.csv, images, masks)."),
+    ],
+    dataset: Annotated[
+        str,
+        typer.Option(help="Source layout: auto, isic2016, isic2017, isic2018, isic2019, isic2020, "
+                     "folder or csv."),
+    ] = "auto",
+    val_fraction: Annotated[
+        float,
+        typer.Option(min=0.0, help="Share of train carved into a stratified val split when the "
+                     "source has none (0: none)."),
+    ] = DEFAULT_VAL_FRACTION,
+    seed: Annotated[int, typer.Option(help="Seed of the val split carve.")] = DEFAULT_SEED,
+    workers: Annotated[
+        int | None,
+        typer.Option("--workers", "-j", min=1, help="Decoding threads (default: min(4, cores))."),
+    ] = None,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Write into an --out holding another dataset or other files."),
+    ] = False,
+) -> None:
+    """Check a labelled dataset, then write it preprocessed (paper crop, 256×256) with its masks."""
+    with progress() as bar:
+        tasks: dict[str, TaskID] = {}
+
+        def show(phase: str, done: int, total: int) -> None:
+            if phase not in tasks:
+                tasks[phase] = bar.add_task(phase, total=total)
+            bar.update(tasks[phase], completed=done)
+
+        result = prepare_dataset(
+            source, out, dataset=dataset, val_fraction=val_fraction, seed=seed, workers=workers,
+            force=force, progress=show,
+        )
+    for folder, count in result.ignored.items():
+        log.info("ignored %d unlabelled images in %s", count, folder)
+    err.print(summary_table(result))
+    log.info(
+        "prepared %d images (%d written, %d already done) in %.1f s",
+        result.written + result.skipped, result.written, result.skipped, result.seconds,
+    )
+
+
+@app.command("train")
+@handle_errors
+def train_command(
+    data: Annotated[
+        Path, typer.Option("--data", "-d", help="Prepared dir (from `attnmel prepare`).")
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Run dir: last/best checkpoints, metrics.csv.")
+    ],
+    arch: Annotated[
+        str, typer.Option(help="attnmel (AttnMel-CNN), mel-cnn, vgg16-gap or vgg16 (paper §3.2).")
+    ] = "attnmel",
+    backbone: Annotated[str, typer.Option(help="vgg16_bn or vgg16.")] = "vgg16_bn",
+    pretrained: Annotated[
+        bool, typer.Option("--pretrained/--no-pretrained", help="ImageNet initialisation (§3.1).")
+    ] = True,
+    pretrained_weights: Annotated[
+        Path | None,
+        typer.Option(help="Local torchvision VGG-16 ImageNet weights file (.pth or .safetensors)."),
+    ] = None,
+    roi: Annotated[
+        str,
+        typer.Option(help="Attention regularisation (Eq. 5): none, lesion, dermo or background."),
+    ] = "none",
+    epochs: Annotated[int, typer.Option(min=1, help="Epochs.")] = 50,
+    lr_step: Annotated[
+        int, typer.Option(min=1, help="Divide the learning rate by 10 every this many epochs.")
+    ] = 10,
+    average_last: Annotated[
+        int,
+        typer.Option(min=0, help="Also save averaged.safetensors: the weights of the last K "
+                     "epochs averaged (batch-norm statistics recomputed); 0 = off."),
+    ] = 0,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", "-b", min=1, help="Images per step.")
+    ] = 32,
+    lr: Annotated[float, typer.Option(min=0.0, help="Initial SGD learning rate.")] = 0.01,
+    oversample: Annotated[
+        int, typer.Option(min=1, help="Times each melanoma is drawn per epoch.")
+    ] = 4,
+    width: Annotated[
+        float,
+        typer.Option(min=0.0, max=1.0, help="Channel width multiplier (1 = the paper's VGG-16)."),
+    ] = 1.0,
+    image_size: Annotated[
+        int,
+        typer.Option(help="Input side S, a multiple of 32: random S crops of the image resized to "
+                     "S·256/224 (224 = the paper)."),
+    ] = 224,
+    seed: Annotated[
+        int, typer.Option(help="Seed of initialisation, sampling and augmentation.")
+    ] = 0,
+    deterministic: Annotated[
+        bool,
+        typer.Option(help="Deterministic kernels: a rerun (or --resume) repeats the run exactly."),
+    ] = False,
+    device: DeviceOpt = "auto",
+    workers: Annotated[
+        int | None,
+        typer.Option("--workers", "-j", min=0,
+                     help="Data-loading workers [default: cores - 1, at most 8]."),
+    ] = None,
+    amp: Annotated[bool, typer.Option("--amp/--no-amp", help="Mixed precision on CUDA.")] = True,
+    cache_images: Annotated[
+        bool,
+        typer.Option("--cache-images/--no-cache-images",
+                     help="Decode the training images once into RAM (when ≤ 1/4 of it)."),
+    ] = True,
+    resume: Annotated[
+        bool,
+        typer.Option(help="Continue the interrupted run in --out (same options; --epochs may "
+                     "grow)."),
+    ] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace a run already in --out.")] = False,
+) -> None:
+    """Train a model with the paper's recipe; print the best checkpoint's path on stdout."""
+    result = train(
+        TrainConfig(
+            data=data, out=out, arch=arch, backbone=backbone, pretrained=pretrained,
+            pretrained_weights=pretrained_weights, roi=roi, epochs=epochs, batch_size=batch_size,
+            lr=lr, lr_step=lr_step, average_last=average_last, oversample=oversample, width=width, image_size=image_size, seed=seed,
+            deterministic=deterministic, device=device, workers=workers, amp=amp,
+            cache_images=cache_images, resume=resume, force=force,
+        ),
+        console=err,
+    )
+    log.info("best epoch %d: validation AUC %.4f", result.best_epoch, result.best_auc)
+    typer.echo(result.run_dir / BEST)
+
+
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point; usage errors exit 1 (2 means some inputs failed)."""
+    try:
+        code = typer.main.get_command(app).main(standalone_mode=False)
+    except typer.Abort:
+        err.print("interrupted")
+        code = 130
+    except typer.TyperException as exc:  # bad flag, missing argument, invalid value
+        exc.show(file=sys.stderr)  # type: ignore[attr-defined]
+        code = EXIT_USAGE
+    sys.exit(code if isinstance(code, int) else EXIT_OK)

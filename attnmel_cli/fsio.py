@@ -29,6 +29,9 @@ def atomic_path(target: str | Path, *, overwrite: bool = True) -> Iterator[Path]
         raise AttnMelError(f"{target}: cannot write here ({exc.strerror or exc})") from None
     os.close(fd)
     tmp = Path(tmp_name)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give outputs the usual permissions
     try:
         yield tmp
         os.replace(tmp, target)

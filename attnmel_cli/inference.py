@@ -99,6 +99,27 @@ def _collate(
     return [i for i, _ in ok], batch, [i for i, _ in failed], [e or "" for _, e in failed]
 
 
+def forward_batch(
+    model: AttnMelNet,
+    batch: torch.Tensor,
+    device: torch.device,
+    *,
+    keep_maps: bool = False,
+    amp: bool = False,
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Inputs (N, 3, S, S) → melanoma probabilities (N,) and, with ``keep_maps``, each map as
+    (N, h, w) float32, both on the host. The network step of :func:`score_paths` (also timed on
+    its own by ``bench/bench_predict.py``); call it under ``torch.inference_mode()``.
+    ``amp``: bf16 autocast on CUDA (faster; rounds the logits, so scores may tie).
+    """
+    batch = batch.to(device, non_blocking=True)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
+        logits, maps = model(batch)
+    probs = torch.softmax(logits.float(), dim=1)[:, 1].cpu().numpy()
+    host_maps = {k: v.float()[:, 0].cpu().numpy() for k, v in maps.items()} if keep_maps else {}
+    return probs, host_maps
+
+
 def score_paths(
     model: AttnMelNet,
     meta: CheckpointMeta,
@@ -110,11 +131,13 @@ def score_paths(
     keep_maps: bool = False,
     prepared: bool = False,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    amp: bool = False,
 ) -> Iterator[Scored]:
     """Score ``paths`` with ``model`` (eval mode, on ``device``); yield results in input order.
 
     ``prepared``: the inputs are prepared 256×256 images (skip the paper crop).
     ``keep_maps``: attach the attention maps (or CAM) of each image, as float32 arrays.
+    ``amp``: bf16 autocast on CUDA.
     """
     workers = default_workers() if workers is None else workers
     loader = DataLoader(
@@ -126,7 +149,6 @@ def score_paths(
         prefetch_factor=4 if workers else None,
         persistent_workers=False,
     )
-    autocast = device.type == "cuda"
     model.eval()
     with torch.inference_mode():
         for ok_idx, batch, bad_idx, errors in loader:
@@ -134,13 +156,7 @@ def score_paths(
                 i: Scored(i, str(paths[i]), error=e) for i, e in zip(bad_idx, errors, strict=True)
             }
             if batch is not None:
-                batch = batch.to(device, non_blocking=True)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                    logits, maps = model(batch)
-                probs = torch.softmax(logits.float(), dim=1)[:, 1].cpu().numpy()
-                host_maps = (
-                    {k: v.float()[:, 0].cpu().numpy() for k, v in maps.items()} if keep_maps else {}
-                )
+                probs, host_maps = forward_batch(model, batch, device, keep_maps=keep_maps, amp=amp)
                 for j, i in enumerate(ok_idx):
                     results[i] = Scored(
                         i, str(paths[i]), float(probs[j]), {k: v[j] for k, v in host_maps.items()}

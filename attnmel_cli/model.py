@@ -16,14 +16,16 @@ Variants (``arch``):
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.models import VGG16_BN_Weights, VGG16_Weights
-from torchvision.models.vgg import make_layers
 
 from attnmel_cli.errors import AttnMelError
+
+if TYPE_CHECKING:
+    from torchvision.models import WeightsEnum
 
 ARCHS = ("attnmel", "mel-cnn", "vgg16-gap", "vgg16")
 BACKBONES = ("vgg16_bn", "vgg16")
@@ -33,7 +35,30 @@ ATTENTION_FEATURES = 256  # W_f and W_g have 256 filters (Eq. 1)
 VGG16_CFG: tuple[int | str, ...] = (
     64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M",
 )
-_WEIGHTS = {"vgg16_bn": VGG16_BN_Weights.IMAGENET1K_V1, "vgg16": VGG16_Weights.IMAGENET1K_V1}
+
+
+def _imagenet_weights(backbone: str) -> WeightsEnum:
+    """torchvision's ImageNet weights entry (imported lazily: torchvision.models is slow)."""
+    from torchvision.models import VGG16_BN_Weights, VGG16_Weights
+
+    return {"vgg16_bn": VGG16_BN_Weights, "vgg16": VGG16_Weights}[backbone].IMAGENET1K_V1
+
+
+def vgg_features(cfg: list[int | str], batch_norm: bool) -> nn.Sequential:
+    """The VGG convolutional stack with torchvision's layer order, so its state-dict keys match."""
+    layers: list[nn.Module] = []
+    in_channels = 3
+    for c in cfg:
+        if c == "M":
+            layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+            continue
+        assert isinstance(c, int)
+        layers.append(nn.Conv2d(in_channels, c, kernel_size=3, padding=1))
+        if batch_norm:
+            layers.append(nn.BatchNorm2d(c))
+        layers.append(nn.ReLU(inplace=True))
+        in_channels = c
+    return nn.Sequential(*layers)
 
 Maps = dict[str, Tensor]
 
@@ -76,7 +101,7 @@ class AttnMelNet(nn.Module):
             raise AttnMelError(f"width must be in (0, 1], got {width}")
         self.arch, self.backbone, self.width = arch, backbone, width
         cfg = [c if c == "M" else scaled(c, width) for c in VGG16_CFG]
-        self.features = make_layers(cfg, batch_norm=backbone == "vgg16_bn")  # torchvision's keys
+        self.features = vgg_features(cfg, batch_norm=backbone == "vgg16_bn")
         c3, c4, c5 = scaled(256, width), scaled(512, width), scaled(512, width)
         self.attn3: AttentionGate | None = None
         self.attn4: AttentionGate | None = None
@@ -95,6 +120,18 @@ class AttnMelNet(nn.Module):
         else:
             in_features = c5 if arch == "vgg16-gap" else c3 + c4 + c5
             self.classifier = nn.Linear(in_features, len(CLASSES))
+        # torchvision's VGG initialisation (under PyTorch's defaults the signal fades through
+        # 13 convolutions and every input gets the same logits).
+        for m in (*self.features.modules(), *self.classifier.modules()):
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, 0, 0.01)
+                nn.init.zeros_(m.bias)
 
     def pools(self, x: Tensor) -> list[Tensor]:
         """Outputs of pool-1 … pool-5 for x (N, 3, S, S); pool-k has size S / 2**k."""
@@ -107,6 +144,8 @@ class AttnMelNet(nn.Module):
 
     def forward(self, x: Tensor) -> tuple[Tensor, Maps]:
         """x (N, 3, S, S) → logits (N, 2) and the variant's maps (see the module docstring)."""
+        for side in x.shape[-2:]:  # five 2×2 poolings: maps align with the input only then
+            check_image_size(int(side))
         _, _, p3, p4, g = self.pools(x)
         if self.arch == "vgg16":
             return self.classifier(torch.flatten(self.avgpool(g), 1)), {}
@@ -134,7 +173,7 @@ def check_image_size(image_size: int) -> None:
 
 def imagenet_weights_file(backbone: str) -> Path:
     """Where torchvision's weights API caches the ImageNet file for ``backbone``."""
-    url = _WEIGHTS[backbone].url
+    url = _imagenet_weights(backbone).url
     return Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
 
 
@@ -155,10 +194,10 @@ def _imagenet_state_dict(backbone: str, weights_file: Path | None) -> dict[str, 
     if not cached.is_file():
         raise AttnMelError(
             f"ImageNet weights for {backbone} are not in the torch hub cache (expected {cached}, "
-            f"from {_WEIGHTS[backbone].url}); download that file there, pass its path with "
+            f"from {_imagenet_weights(backbone).url}); download that file there, pass its path with "
             "--pretrained-weights FILE, or train from scratch with --no-pretrained"
         )
-    return _WEIGHTS[backbone].get_state_dict(progress=False, check_hash=True)
+    return _imagenet_weights(backbone).get_state_dict(progress=False, check_hash=True)
 
 
 def build_model(

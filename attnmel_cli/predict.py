@@ -61,6 +61,26 @@ def read_path_list(lines: Iterable[str]) -> Iterator[str]:
             yield line
 
 
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"I/N"`` → (I, N) with 0 ≤ I < N."""
+    try:
+        index, count = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise AttnMelError(f"--shard must look like I/N (e.g. 0/4), got {text!r}") from None
+    if not 0 <= index < count:
+        raise AttnMelError(f"--shard {text}: need 0 ≤ I < N")
+    return index, count
+
+
+def shard(items: Sequence[str], index: int, count: int) -> list[str]:
+    """The ``index``-th of ``count`` contiguous, near-equal blocks of ``items``.
+
+    Concatenating the outputs of shards 0 … N-1 gives the unsharded output, in input order.
+    """
+    n = len(items)
+    return list(items[index * n // count : (index + 1) * n // count])
+
+
 @dataclass
 class Session:
     """A loaded checkpoint ready to score."""
@@ -71,10 +91,27 @@ class Session:
     device: torch.device
 
     @classmethod
-    def load(cls, checkpoint: Path, device: torch.device) -> Session:
+    def load(
+        cls, checkpoint: Path, device: torch.device, *, channels_last: bool | None = None,
+        compile_model: bool = False,
+    ) -> Session:
+        """Load ``checkpoint`` onto ``device`` for scoring.
+
+        ``channels_last``: NHWC weights, so that convolutions run channels-last (``None``: on
+        CPU and CUDA; measured faster for VGG-16 on CPU by ``bench/bench_fastpaths.py``).
+        ``compile_model``: ``torch.compile`` the network (pays off on long CUDA runs; the first
+        batches wait for the compilation). On CUDA cuDNN autotunes its kernels once (the input
+        size is fixed by the checkpoint).
+        """
         model, meta = load_checkpoint(checkpoint, device)
-        if device.type == "cpu":
+        if channels_last is None:
+            channels_last = device.type in ("cpu", "cuda")
+        if channels_last:
             model = model.to(memory_format=torch.channels_last)
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        if compile_model:
+            model = torch.compile(model)  # type: ignore[assignment]
         return cls(model, meta, checkpoint.name, device)
 
     def map_names(self) -> list[str]:

@@ -30,20 +30,21 @@ def record(path: str, p: float | None, threshold: float, checkpoint: str, error:
     return rec
 
 
-def default_format(stream: TextIO = sys.stdout) -> str:
-    """A table on a terminal, CSV when piped."""
-    return "table" if stream.isatty() else "csv"
+def default_format(stream: TextIO | None = None) -> str:
+    """A table on a terminal, CSV when piped (``stream``: the current ``sys.stdout`` by default)."""
+    return "table" if (stream or sys.stdout).isatty() else "csv"
 
 
 class RecordWriter:
     """Streams records to ``stream`` (CSV and JSONL line by line; a table at the end)."""
 
-    def __init__(self, fmt: str, stream: TextIO = sys.stdout) -> None:
-        self.fmt, self.stream = fmt, stream
+    def __init__(self, fmt: str, stream: TextIO | None = None) -> None:
+        # sys.stdout looked up now, not at import: it may have been redirected since.
+        self.fmt, self.stream = fmt, stream or sys.stdout
         self._rows: list[dict[str, Any]] = []
         self._csv: csv.DictWriter | None = None
         if fmt == "csv":
-            self._csv = csv.DictWriter(stream, fieldnames=FIELDS, lineterminator="\n")
+            self._csv = csv.DictWriter(self.stream, fieldnames=FIELDS, lineterminator="\n")
             self._csv.writeheader()
 
     def write(self, rec: dict[str, Any]) -> None:

@@ -1,0 +1,115 @@
+"""RUN_DIR's layout and its update at the end of each epoch.
+
+``last.safetensors`` and ``best.safetensors`` are ordinary attnmel checkpoints (best by
+validation AUC, paper §3.1), ``averaged.safetensors`` and the ``epoch-NNN.safetensors`` it
+averages (``--average-last``); ``last.state.safetensors`` holds what ``--resume`` needs besides
+the weights (:mod:`attnmel_cli.run_state`); ``metrics.csv`` has one row per epoch. Each file is
+replaced atomically, and Ctrl-C waits until all of an epoch's files are written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import signal
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+from torch import Tensor
+
+from attnmel_cli.checkpoint import CheckpointMeta, read_tensors, save_checkpoint
+from attnmel_cli.errors import AttnMelError
+from attnmel_cli.fsio import write_text_atomic
+from attnmel_cli.model import AttnMelNet
+from attnmel_cli.run_state import RunState, save_run_state
+
+LAST, BEST, STATE, METRICS = (
+    "last.safetensors", "best.safetensors", "last.state.safetensors", "metrics.csv",
+)
+AVERAGED = "averaged.safetensors"  # weights averaged over the last epochs (--average-last)
+RUN_FILES = (LAST, BEST, STATE, METRICS, AVERAGED)
+
+
+def epoch_name(epoch: int) -> str:
+    """File kept for one of the last epochs that ``--average-last`` averages."""
+    return f"epoch-{epoch:03d}.safetensors"
+METRICS_COLUMNS = (
+    "epoch", "train_loss", "train_focal", "train_dice3", "train_dice4", "lr",
+    "val_loss", "val_ap", "val_auc", "seconds",
+)
+
+
+def claim_run_dir(out: Path, *, resume: bool, force: bool) -> None:
+    """Check ``out`` for a new run (refusing an existing one unless ``force``) or a resume."""
+    if out.exists() and not out.is_dir():
+        raise AttnMelError(f"{out}: exists and is not a folder")
+    if resume:
+        if not (out / STATE).is_file() or not (out / LAST).is_file():
+            raise AttnMelError(f"{out}: no interrupted run to resume (needs {LAST} and {STATE})")
+        return
+    present = [name for name in RUN_FILES if (out / name).exists()]
+    present += sorted(p.name for p in out.glob(epoch_name(0).replace("000", "*")))
+    if present and not force:
+        raise AttnMelError(
+            f"{out}: already holds a run ({', '.join(present)}); pass --resume to continue it "
+            "or --force to start over"
+        )
+    for name in present:
+        (out / name).unlink()
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def last_weights(out: Path, epoch: int) -> dict[str, Tensor]:
+    """The weights in ``last.safetensors``, checked to belong to the state's ``epoch``."""
+    tensors, header = read_tensors(out / LAST)
+    saved = CheckpointMeta.from_header(out / LAST, header).metrics.get("epoch")
+    if saved != epoch:
+        raise AttnMelError(
+            f"{out}: {LAST} (epoch {saved}) and {STATE} (epoch {epoch}) disagree; the run was "
+            "stopped while saving: start over with --force"
+        )
+    return tensors
+
+
+@contextlib.contextmanager
+def deferred_interrupt() -> Iterator[None]:
+    """Hold Ctrl-C until the block ends, then raise KeyboardInterrupt if it came."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
+
+
+def metrics_csv(history: list[dict[str, float]]) -> str:
+    """``metrics.csv`` text: one row per epoch, floats at full precision."""
+    buf = io.StringIO(newline="")
+    writer = csv.DictWriter(buf, fieldnames=METRICS_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in history:
+        writer.writerow({k: int(v) if k == "epoch" else repr(float(v)) for k, v in row.items()})
+    return buf.getvalue()
+
+
+def save_epoch(
+    out: Path, model: AttnMelNet, meta: CheckpointMeta, state: RunState, *, is_best: bool
+) -> None:
+    """Write metrics.csv, best (when ``is_best``), last and its state for ``state.epoch``.
+
+    The checkpoints' ``metrics`` are the epoch's row of ``state.history``.
+    """
+    meta.metrics = dict(state.history[-1])
+    with deferred_interrupt():
+        write_text_atomic(out / METRICS, metrics_csv(state.history))
+        if is_best:
+            save_checkpoint(out / BEST, model, meta)
+        save_checkpoint(out / LAST, model, meta)
+        save_run_state(out / STATE, state)

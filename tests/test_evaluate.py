@@ -1,0 +1,242 @@
+"""``attnmel evaluate`` end to end on the real ISIC 2017 validation split, and its parts."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from rich.console import Console
+from sklearn.metrics import average_precision_score, roc_auc_score
+from typer.testing import CliRunner
+
+from attnmel_cli.cli import app
+from attnmel_cli.errors import AttnMelError, DataError
+from attnmel_cli.evaluate import (
+    check_outputs,
+    display_names,
+    load_data,
+    load_mask,
+    parse_threshold,
+    report_json,
+    report_table,
+    run_evaluation,
+)
+from attnmel_cli.manifest import Row, write_manifest
+from attnmel_cli.prepare import prepare_dataset
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+ISIC2017 = DATA / "isic2017-256"
+VAL_PARTS = ("ISIC-2017_Validation_Data", "ISIC-2017_Validation_Part1_GroundTruth")
+VAL_LABELS = "ISIC-2017_Validation_Part3_GroundTruth.csv"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+FAST = ["--bootstrap", "50", "--workers", "0", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def val_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The official ISIC 2017 validation download (150 images, masks, labels), as links."""
+    if not (ISIC2017 / VAL_LABELS).is_file():
+        pytest.skip(f"real ISIC 2017 data not found at {ISIC2017}")
+    src = tmp_path_factory.mktemp("isic2017-val")
+    for part in VAL_PARTS:
+        (src / part).mkdir()
+        for f in (ISIC2017 / part).iterdir():
+            os.symlink(f, src / part / f.name)
+    os.symlink(ISIC2017 / VAL_LABELS, src / VAL_LABELS)
+    return src
+
+
+@pytest.fixture(scope="module")
+def prepared_val(val_source: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``val_source`` through ``attnmel prepare``."""
+    out = tmp_path_factory.mktemp("prepared") / "isic2017-val"
+    prepare_dataset(val_source, out, workers=2)
+    return out
+
+
+def _read_predictions(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_end_to_end_on_real_validation_split(
+    prepared_val: Path, tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "eval"
+    args = ["evaluate", "--data", str(prepared_val), "--split", "val", "-c", str(tiny_checkpoint)]
+    result = CliRunner().invoke(app, [*args, "--out", str(out), "--format", "json", *FAST])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    (ck,) = report["checkpoints"]
+    assert (ck["n_images"], ck["n_melanoma"]) == (150, 30)
+    assert ck["metadata"]["arch"] == "attnmel" and ck["metadata"]["image_size"] == 64
+    assert json.loads((out / "report.json").read_text()) == report
+
+    rows = _read_predictions(out / "predictions.csv")
+    assert len(rows) == 150
+    y = np.array([int(r["label"]) for r in rows])
+    p = np.array([float(r["p_melanoma"]) for r in rows])
+    # The paper's metrics (§3.1), recomputed by scikit-learn from the CSV, equal the report.
+    assert ck["average_precision"]["value"] == average_precision_score(y, p)
+    assert ck["roc_auc"]["value"] == roc_auc_score(y, p)
+    for key in ("average_precision", "roc_auc"):
+        low, high = ck[key]["ci95"]
+        assert low <= ck[key]["value"] <= high
+    cm = ck["at_threshold"]["confusion_matrix"]
+    assert cm["tp"] == int(np.sum((p >= 0.5) & (y == 1)))
+    assert sum(cm.values()) == 150
+    assert set(ck["sensitivity_at_specificity"]) == {"0.80", "0.90", "0.95"}
+    # Table 3: every validation image has a lesion mask; the mean is the CSV's mean.
+    for name in ("pool3", "pool4"):
+        jac = np.array([float(r[f"jaccard_{name}"]) for r in rows])
+        assert ((jac >= 0) & (jac <= 1)).all()
+        assert ck["attention_jaccard"][name] == {
+            "mean": pytest.approx(jac.mean()),
+            "n_images": 150,
+        }
+    for name in ("roc.png", "pr.png", "reliability.png"):
+        assert (out / name).read_bytes()[:8] == PNG_MAGIC
+        with Image.open(out / name) as img:
+            img.verify()
+
+    again = CliRunner().invoke(app, [*args, "--out", str(out), *FAST])
+    assert again.exit_code == 1 and "already exists" in again.stderr
+
+
+def test_unprepared_source_gives_the_prepared_results(
+    val_source: Path, prepared_val: Path, tiny_checkpoint: Path
+) -> None:
+    device = torch.device("cpu")
+    kwargs = {"n_boot": 0, "workers": 0}
+    raw = run_evaluation(load_data(val_source, "val"), [tiny_checkpoint], device, **kwargs)
+    prep = run_evaluation(load_data(prepared_val, "val"), [tiny_checkpoint], device, **kwargs)
+    a, b = raw.scores[0], prep.scores[0]
+    order = np.argsort(a.ids)
+    assert np.array(a.ids)[order].tolist() == sorted(b.ids)
+    assert a.probs[order] == pytest.approx(b.probs[np.argsort(b.ids)], abs=1e-5)
+    for name in ("pool3", "pool4"):
+        assert a.jaccard[name][order] == pytest.approx(b.jaccard[name][np.argsort(b.ids)], abs=1e-6)
+
+
+def test_compare_with_delong_cam_and_val_threshold(
+    prepared_val: Path, tiny_checkpoint: Path, tiny_gap_checkpoint: Path
+) -> None:
+    data = load_data(prepared_val, "val")
+    ev = run_evaluation(
+        data,
+        [tiny_checkpoint, tiny_gap_checkpoint],
+        torch.device("cpu"),
+        threshold=None,
+        val_data=data,
+        n_boot=0,
+        workers=0,
+    )
+    first, gap = ev.report["checkpoints"]
+    assert "Youden" in first["threshold"]["source"]
+    assert set(gap["attention_jaccard"]) == {"cam"}
+    (cmp,) = ev.report["comparisons"]
+    assert (cmp["auc_a"], cmp["auc_b"]) == pytest.approx(
+        (first["roc_auc"]["value"], gap["roc_auc"]["value"])
+    )
+    assert 0 <= cmp["p_value"] <= 1 and cmp["n_images"] == 150
+    console = Console(record=True, width=200)
+    console.print(report_table(ev.report))
+    text = console.export_text()
+    for needle in ("AUC (95 % CI)", "Jaccard pool4", "Jaccard cam", "DeLong", gap["name"]):
+        assert needle in text
+
+
+def test_failed_image_is_reported_and_exit_code_2(
+    prepared_val: Path, tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    items = load_data(prepared_val, "val").items
+    subset = [it for it in items if it.label][:4] + [it for it in items if not it.label][:8]
+    small = tmp_path / "small"
+    (small / "images").mkdir(parents=True)
+    manifest = []
+    for it in subset:
+        shutil.copy(it.path, small / "images" / it.path.name)
+        name = f"images/{it.path.name}"
+        manifest.append(Row(it.image_id, "test", it.label, "", name, None, None, "", ""))
+    (small / "images" / subset[0].path.name).write_bytes(b"not a png")
+    write_manifest(small, manifest)
+    result = CliRunner().invoke(
+        app, ["evaluate", "--data", str(small), "-c", str(tiny_checkpoint), "-f", "json", *FAST]
+    )
+    assert result.exit_code == 2, result.output
+    report = json.loads(result.stdout)
+    assert report["checkpoints"][0]["n_images"] == 11
+    assert "attention_jaccard" not in report["checkpoints"][0]  # no masks in this manifest
+    (failure,) = report["failed"]
+    assert subset[0].path.name in failure["path"] and subset[0].path.name in result.stderr
+
+
+# --- parts, no data needed ----------------------------------------------------------------------
+
+
+def test_parse_threshold() -> None:
+    assert parse_threshold("0.3") == 0.3
+    assert parse_threshold("VAL") is None
+    for bad in ("1.5", "-0.1", "nan", "high"):
+        with pytest.raises(AttnMelError, match="--threshold"):
+            parse_threshold(bad)
+
+
+def test_single_class_split_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "images").mkdir()
+    rows = []
+    for i in range(3):
+        Image.new("RGB", (256, 256), (i * 40, 90, 90)).save(tmp_path / "images" / f"{i}.png")
+        rows.append(Row(f"im{i}", "test", 0, "nevus", f"images/{i}.png", None, None, "", ""))
+    write_manifest(tmp_path, rows)
+    with pytest.raises(DataError, match="all 3 images of split 'test' are non-melanoma"):
+        run_evaluation(load_data(tmp_path, "test"), [], torch.device("cpu"))
+    with pytest.raises(DataError, match=r"no 'val' images \(splits present: test\)"):
+        load_data(tmp_path, "val")
+
+
+def test_load_mask_follows_the_image_geometry(tmp_path: Path) -> None:
+    mask = np.zeros((256, 256), np.uint8)
+    mask[:, 128:] = 255  # right half
+    Image.fromarray(mask).save(tmp_path / "m.png")
+    # Prepared, S = 224: resize to 256 (no-op), centre crop 224 → columns 112.. of 224 are lesion.
+    m224 = load_mask(tmp_path / "m.png", 224, prepared=True)
+    assert m224.shape == (224, 224) and m224.dtype == bool
+    assert m224[:, 112:].all() and not m224[:, :112].any()
+    m64 = load_mask(tmp_path / "m.png", 64, prepared=True)
+    assert m64.shape == (64, 64) and m64[:, 33:].all() and not m64[:, :31].any()
+    # A photo-sized mask (wider than tall) gets the paper's square crop first.
+    wide = np.zeros((100, 200), np.uint8)
+    wide[:, 100:] = 255
+    Image.fromarray(wide).save(tmp_path / "w.png")
+    mw = load_mask(tmp_path / "w.png", 224, prepared=False)
+    assert mw[:, 113:].all() and not mw[:, :111].any()
+
+
+def test_report_json_is_strict() -> None:
+    text = report_json({"a": math.nan, "b": [math.inf, 1.0], "c": {"d": -math.inf}})
+    assert json.loads(text) == {"a": None, "b": [None, 1.0], "c": {"d": None}}
+    assert "NaN" not in text and "Infinity" not in text
+
+
+def test_check_outputs_refuses_existing_files(tmp_path: Path) -> None:
+    check_outputs(tmp_path / "new")
+    (tmp_path / "report.json").write_text("{}")
+    with pytest.raises(AttnMelError, match="already exists; pass --force"):
+        check_outputs(tmp_path)
+    check_outputs(tmp_path, overwrite=True)
+    with pytest.raises(AttnMelError, match="not a folder"):
+        check_outputs(tmp_path / "report.json", overwrite=True)
+
+
+def test_display_names_disambiguate() -> None:
+    assert display_names([Path("a/x.st"), Path("b/y.st")]) == ["x.st", "y.st"]
+    assert display_names([Path("r1/best.st"), Path("r2/best.st")]) == ["r1/best.st", "r2/best.st"]

@@ -1,0 +1,227 @@
+"""`attnmel train` on a real ISIC 2017 subset: tiny width and input, a couple of epochs."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import shutil
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from attnmel_cli import train as train_module
+from attnmel_cli.augment import random_view
+from attnmel_cli.checkpoint import load_checkpoint, read_tensors
+from attnmel_cli.cli import app
+from attnmel_cli.errors import AttnMelError, DataError
+from attnmel_cli.manifest import read_manifest
+from attnmel_cli.prepare import prepare_dataset
+from attnmel_cli.run_dir import BEST, LAST, METRICS, METRICS_COLUMNS, STATE
+from attnmel_cli.run_state import flatten, unflatten
+from attnmel_cli.sampler import OversamplingSampler
+from attnmel_cli.train import TrainConfig, TrainInterrupted, train
+from attnmel_cli.trainset import TrainSet
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+ISIC2017 = DATA / "isic2017-256"
+SUBSET = {"Training": (12, 20), "Validation": (6, 10)}  # (melanoma, other) per split
+
+def test_sampler_oversamples_melanoma_and_depends_only_on_seed_and_epoch() -> None:
+    sampler = OversamplingSampler([1, 0, 0, 1, 0], factor=4, seed=5)
+    order = list(sampler)
+    assert len(order) == len(sampler) == 2 * 4 + 3
+    counts = np.bincount([i for i, _ in order])
+    assert counts.tolist() == [4, 1, 1, 4, 1]
+    again = OversamplingSampler([1, 0, 0, 1, 0], factor=4, seed=5)
+    assert list(again) == order
+    again.set_epoch(1)
+    assert list(again) != order
+
+
+def test_random_view_moves_image_and_mask_together() -> None:
+    image = torch.randint(0, 256, (3, 9, 9), dtype=torch.uint8)
+    planes = torch.cat([image, image[:1]])  # the "mask" is a copy of the first channel
+    for seed in range(20):
+        view = random_view(planes, 7, torch.Generator().manual_seed(seed))
+        assert view.shape == (4, 7, 7) and torch.equal(view[0], view[3])
+
+
+def test_state_flattening_keeps_tensors_and_integer_keys() -> None:
+    state = {"state": {0: {"momentum_buffer": torch.arange(3.0)}}, "param_groups": [{"lr": 0.1}]}
+    tensors: dict[str, torch.Tensor] = {}
+    back = unflatten(flatten(state, tensors, "optimizer"), tensors)
+    assert list(back["state"]) == [0] and back["param_groups"] == [{"lr": 0.1}]
+    assert torch.equal(back["state"][0]["momentum_buffer"], torch.arange(3.0))
+
+
+def _copy_split(split: str, out: Path) -> None:
+    src_csv = ISIC2017 / f"ISIC-2017_{split}_Part3_GroundTruth.csv"
+    with src_csv.open(newline="") as fh:
+        rows = list(csv.reader(fh))
+    mel, other = SUBSET[split]
+    chosen = ([r for r in rows[1:] if r[1] == "1.0"][:mel]
+              + [r for r in rows[1:] if r[1] != "1.0"][:other])
+    (out / f"ISIC-2017_{split}_Data").mkdir(parents=True)
+    (out / f"ISIC-2017_{split}_Part1_GroundTruth").mkdir()
+    for image_id, *_ in chosen:
+        for name in (f"ISIC-2017_{split}_Data/{image_id}.jpg",
+                     f"ISIC-2017_{split}_Part1_GroundTruth/{image_id}_segmentation.png"):
+            shutil.copy(ISIC2017 / name, out / name)
+    with (out / src_csv.name).open("w", newline="") as fh:
+        csv.writer(fh).writerows([rows[0], *chosen])
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A prepared dir of 32 training and 16 validation images, made by `prepare`."""
+    if not ISIC2017.is_dir():
+        pytest.skip(f"real ISIC 2017 data not found at {ISIC2017}; see shared/data/README.md")
+    root = tmp_path_factory.mktemp("isic2017-subset")
+    for split in SUBSET:
+        _copy_split(split, root / "source")
+    prepare_dataset(root / "source", root / "prepared", workers=2)
+    return root / "prepared"
+
+
+def _config(prepared: Path, out: Path, **kw: object) -> TrainConfig:
+    base = {
+        "data": prepared, "out": out, "pretrained": False, "width": 0.0625, "image_size": 64,
+        "epochs": 2, "batch_size": 16, "seed": 7, "deterministic": True, "device": "cpu",
+        "workers": 0,
+    }
+    return TrainConfig(**{**base, **kw})  # type: ignore[arg-type]
+
+
+def _metrics(run: Path) -> list[dict[str, str]]:
+    with (run / METRICS).open(newline="") as fh:
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(fh)]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "straight"
+    train(_config(prepared, out, workers=1, cache_images=False))
+    return out
+
+
+def test_trains_and_writes_a_loadable_best_checkpoint(uninterrupted: Path) -> None:
+    assert {p.name for p in uninterrupted.iterdir()} >= {BEST, LAST, STATE, METRICS}
+    with (uninterrupted / METRICS).open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert tuple(rows[0]) == METRICS_COLUMNS
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert all(0 <= float(r["val_auc"]) <= 1 and float(r["train_loss"]) > 0 for r in rows)
+    model, meta = load_checkpoint(uninterrupted / BEST)
+    best = max(rows, key=lambda r: float(r["val_auc"]))
+    assert meta.metrics["epoch"] == int(best["epoch"])
+    assert meta.train_config["seed"] == 7 and meta.train_config["roi"] == "none"
+    assert len(meta.data_fingerprint) == 64
+    logits, maps = model(torch.zeros(1, 3, 64, 64))
+    assert logits.shape == (1, 2) and maps["pool4"].shape == (1, 1, 4, 4)
+
+
+def test_interrupted_run_resumes_to_the_uninterrupted_result(
+    prepared: Path, uninterrupted: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "resumed"
+    calls = {"n": 0}
+    real_loss = train_module.attnmel_loss
+
+    def interrupt_in_epoch_two(*args: object, **kwargs: object) -> object:
+        calls["n"] += 1
+        if calls["n"] == 6:  # 4 steps per epoch: the 2nd step of epoch 2
+            raise KeyboardInterrupt
+        return real_loss(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(train_module, "attnmel_loss", interrupt_in_epoch_two)
+    with pytest.raises(TrainInterrupted, match="holds epoch 1"):
+        train(_config(prepared, out))
+    monkeypatch.undo()
+    assert [r["epoch"] for r in _metrics(out)] == ["1"]
+    # cached images in the main process here, decoded in a worker there: the same result
+    train(_config(prepared, out, resume=True))
+    assert _metrics(out) == _metrics(uninterrupted)
+    for name in (LAST, BEST):
+        resumed, _ = read_tensors(out / name)
+        straight, _ = read_tensors(uninterrupted / name)
+        assert resumed.keys() == straight.keys()
+        assert all(torch.equal(resumed[k], straight[k]) for k in straight), name
+
+
+def test_refuses_to_overwrite_a_run(prepared: Path, uninterrupted: Path) -> None:
+    before = (uninterrupted / LAST).read_bytes()
+    with pytest.raises(AttnMelError, match="already holds a run"):
+        train(_config(prepared, uninterrupted))
+    with pytest.raises(AttnMelError, match="differ"):
+        train(_config(prepared, uninterrupted, resume=True, lr=0.5))
+    assert (uninterrupted / LAST).read_bytes() == before
+
+
+def test_roi_lesion_runs_and_force_replaces(prepared: Path, tmp_path: Path) -> None:
+    out = tmp_path / "lesion"
+    (out).mkdir()
+    (out / METRICS).write_text("old run\n")
+    config = _config(prepared, out, roi="lesion", epochs=1, force=True)
+    result = train(config)
+    row = result.history[0]
+    assert 0 < row["train_dice3"] <= 1 and 0 < row["train_dice4"] <= 1
+    assert row["train_loss"] > row["train_focal"]
+    _, meta = load_checkpoint(out / BEST)
+    assert meta.train_config["roi"] == "lesion"
+    with pytest.raises(AttnMelError, match="needs --arch attnmel"):
+        train(replace(config, arch="vgg16-gap", out=tmp_path / "x"))
+
+
+def test_background_roi_is_the_inverse_of_the_lesion_mask(prepared: Path) -> None:
+    rows = read_manifest(prepared, "train")[:3]
+    lesion = TrainSet(prepared, rows, 64, "lesion")
+    background = TrainSet(prepared, rows, 64, "background")
+    for index in range(3):
+        image_l, roi_l, known_l, _ = lesion[index, 11]
+        image_b, roi_b, known_b, _ = background[index, 11]
+        assert torch.equal(image_l, image_b) and known_l and known_b
+        assert roi_l.shape == (1, 64, 64) and torch.equal(roi_b, 1 - roi_l)
+
+
+def test_dermo_roi_of_an_image_without_features_is_a_known_all_zero_map(prepared: Path) -> None:
+    with_map, without = read_manifest(prepared, "train")[:2]
+    rows = [replace(with_map, dermo_mask=with_map.lesion_mask), replace(without, dermo_mask=None)]
+    dermo, lesion = TrainSet(prepared, rows, 64, "dermo"), TrainSet(prepared, rows, 64, "lesion")
+    _, roi, known, _ = dermo[0, 3]
+    assert known and torch.equal(roi, lesion[0, 3][1])
+    _, roi, known, _ = dermo[1, 3]
+    assert known and roi.shape == (1, 64, 64) and not roi.any()
+
+
+def test_dermo_roi_without_any_dermo_map_is_refused(prepared: Path, tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="needs dermoscopic-feature maps"):
+        train(_config(prepared, tmp_path / "dermo", roi="dermo"))
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """The CLI points the root logger at CliRunner's (then closed) stderr: undo that."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def test_cli_train_prints_the_best_checkpoint_and_guards_the_run_dir(
+    prepared: Path, tmp_path: Path, restore_logging: None
+) -> None:
+    out = tmp_path / "cli-run"
+    args = ["train", "--data", str(prepared), "--out", str(out), "--no-pretrained",
+            "--width", "0.0625", "--image-size", "64", "--epochs", "1", "-b", "16", "-j", "0",
+            "--device", "cpu"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == str(out / BEST)
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 1 and "already holds a run" in again.output
