@@ -151,7 +151,10 @@ def write_tensors(
     """Write tensors + string metadata atomically (temporary file, then rename)."""
     contiguous = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     with atomic_path(path, overwrite=overwrite) as tmp:
-        save_file(contiguous, str(tmp), metadata=header)
+        try:
+            save_file(contiguous, str(tmp), metadata=header)
+        except SafetensorError as exc:  # how safetensors reports I/O errors (disk full…)
+            raise OSError(str(exc)) from None
     return Path(path)
 
 

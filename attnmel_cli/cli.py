@@ -8,9 +8,10 @@ from __future__ import annotations
 import functools
 import logging
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -22,21 +23,14 @@ from rich.progress import (
     TextColumn,
     TimeRemainingColumn,
 )
+from rich.text import Text
 
 from attnmel_cli import __version__
 from attnmel_cli.checkpoint import resolve_checkpoint
+from attnmel_cli.distributed import Dist, from_env, process_group, refuse
 from attnmel_cli.errors import EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, AttnMelError
-from attnmel_cli.evaluate import (
-    check_outputs,
-    load_data,
-    load_val_data,
-    parse_threshold,
-    report_json,
-    report_table,
-    run_evaluation,
-    write_outputs,
-)
-from attnmel_cli.inference import resolve_device
+from attnmel_cli.fsio import ensure_dir
+from attnmel_cli.inference import default_workers, resolve_device
 from attnmel_cli.predict import (
     Session,
     expand_inputs,
@@ -55,8 +49,6 @@ from attnmel_cli.prepare import (
 )
 from attnmel_cli.preprocess import DEFAULT_MAX_PIXELS
 from attnmel_cli.records import FORMATS, RecordWriter, default_format, record
-from attnmel_cli.run_dir import BEST
-from attnmel_cli.train import TrainConfig, train
 
 app = typer.Typer(
     name="attnmel",
@@ -69,6 +61,9 @@ err = Console(stderr=True, soft_wrap=True)
 log = logging.getLogger("attnmel")
 F = TypeVar("F", bound=Callable[..., Any])
 
+if TYPE_CHECKING:
+    import torch
+
 
 def handle_errors(fn: F) -> F:
     """Turn AttnMelError into one line on stderr and its exit code; Ctrl-C into exit 130."""
@@ -78,26 +73,37 @@ def handle_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except AttnMelError as exc:
-            err.print(f"[bold red]error:[/bold red] {exc}", markup=True, highlight=False)
+            if not getattr(exc, "relayed", False):  # torchrun: rank 0 printed it already
+                err.print(Text.assemble(("error:", "bold red"), " ", str(exc)), highlight=False)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             err.print("interrupted")
             raise typer.Exit(130) from None
+        except OSError as exc:  # the system refused (disk full, permissions…): one line, no trace
+            if isinstance(exc, BrokenPipeError):  # stdout closed early (| head): as before
+                raise
+            where = f"{exc.filename}: " if exc.filename else ""
+            err.print(Text.assemble(("error:", "bold red"), " ", f"{where}{exc.strerror or exc}"),
+                      highlight=False)
+            raise typer.Exit(EXIT_USAGE) from None
 
     return wrapper  # type: ignore[return-value]
 
 
-def progress() -> Progress:
-    """A Rich progress bar on stderr (silent when stderr is not a terminal)."""
+def progress(enabled: bool = True) -> Progress:
+    """A Rich progress bar on stderr (silent when stderr is not a terminal or not ``enabled``)."""
     return Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-        console=err, transient=True, disable=not err.is_terminal,
+        console=err, transient=True, disable=not (enabled and err.is_terminal),
     )
 
 
 def report_failure(path: str, message: str) -> None:
     """One line on stderr for an input that failed (the message already names the file)."""
-    err.print(f"[red]error:[/red] {message}", markup=True, highlight=False)
+    # Text, not markup: file names may hold "[/x]" or ":smile:"; control characters escaped so
+    # that the line stays one line.
+    one_line = message.replace("\r", "\\r").replace("\n", "\\n")
+    err.print(Text.assemble(("error:", "red"), " ", one_line), highlight=False)
 
 
 def collect_inputs(paths: list[str], recursive: bool, shard_spec: str | None = None) -> list[str]:
@@ -133,6 +139,10 @@ def main_options(
     """Melanoma recognition via visual attention."""
     level = logging.DEBUG if verbose else logging.ERROR if quiet else logging.INFO
     logging.basicConfig(level=level, format="attnmel: %(message)s", stream=sys.stderr, force=True)
+    # Pillow's two-line warnings about odd files: a file attnmel cannot use gets its own one-line
+    # error instead (and -v shows them).
+    if not verbose:
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
 
 
 CheckpointOpt = Annotated[
@@ -182,17 +192,45 @@ def predict(
     max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
     force: ForceOpt = False,
     shard_spec: ShardOpt = None,
+    amp: Annotated[
+        bool,
+        typer.Option("--amp/--no-amp",
+                     help="bf16 mixed precision on CUDA (faster; rounds the logits, so scores may tie)."),
+    ] = False,
 ) -> None:
-    """Score images: one record per image on stdout (path, p_melanoma, label, checkpoint)."""
+    """Score images: one record per image on stdout (path, p_melanoma, label, checkpoint).
+
+    Under ``torchrun --nproc_per_node N -m attnmel_cli predict …`` each process scores a block of
+    the inputs and rank 0 writes all the records, in input order.
+    """
+    with process_group(device) as (dist, dev):
+        _predict(dist, dev, paths, checkpoint, recursive, fmt, threshold, overlay, overlay_dir,
+                 overlay_map, batch_size, workers, max_pixels, force, shard_spec, amp)
+
+
+def _predict(
+    dist: Dist, dev: torch.device, paths: list[str], checkpoint: Path | None, recursive: bool,
+    fmt: str | None, threshold: float, overlay: Path | None, overlay_dir: Path | None,
+    overlay_map: str, batch_size: int, workers: int | None, max_pixels: int, force: bool,
+    shard_spec: str | None, amp: bool,
+) -> None:
     fmt = fmt or default_format()
-    if fmt not in FORMATS:
-        raise AttnMelError(f"unknown --format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    inputs = collect_inputs(paths, recursive, shard_spec)
-    if overlay is not None and len(inputs) != 1:
-        raise AttnMelError(f"--overlay takes exactly one input image, got {len(inputs)}; use --overlay-dir")
-    if overlay is not None and overlay.exists() and not force:
-        raise AttnMelError(f"{overlay}: already exists; pass --force to overwrite it")
-    session = Session.load(resolve_checkpoint(checkpoint), resolve_device(device))
+
+    def setup() -> tuple[list[str], Path]:  # on rank 0 only under torchrun (reads stdin)
+        if fmt not in FORMATS:
+            raise AttnMelError(f"unknown --format {fmt!r}; choose one of {', '.join(FORMATS)}")
+        inputs = collect_inputs(paths, recursive, shard_spec)
+        if overlay is not None and len(inputs) != 1:
+            raise AttnMelError(f"--overlay takes exactly one input image, got {len(inputs)}; use --overlay-dir")
+        if overlay is not None and overlay.exists() and not force:
+            raise AttnMelError(f"{overlay}: already exists; pass --force to overwrite it")
+        for folder in (overlay_dir, overlay.parent if overlay is not None else None):
+            if folder is not None:
+                ensure_dir(folder)  # a folder that cannot be written fails now, not per image
+        return inputs, resolve_checkpoint(checkpoint)
+
+    inputs, checkpoint_path = dist.on_main(setup)
+    session = Session.load(checkpoint_path, dev)
     want_maps = overlay is not None or overlay_dir is not None
     map_name = session.map_names()[-1:] if overlay_map == "auto" else [overlay_map]
     if want_maps and (not map_name or map_name[0] not in session.map_names()):
@@ -201,24 +239,46 @@ def predict(
             f"{map_name[0] if map_name else 'attention'} map to overlay "
             f"(available: {', '.join(session.map_names()) or 'none'})"
         )
-    writer, failed, taken = RecordWriter(fmt), 0, set[str]()
-    with progress() as bar:
-        task = bar.add_task("scoring", total=len(inputs))
-        for scored in session.score(
-            inputs, batch_size=batch_size, workers=workers, keep_maps=want_maps, max_pixels=max_pixels
-        ):
-            error = scored.error
-            if error is None and want_maps:
-                target = overlay or overlay_target(scored.path, overlay_dir, taken)  # type: ignore[arg-type]
-                try:
-                    write_overlay(scored, session.meta, map_name[0], target, max_pixels=max_pixels, overwrite=force)
-                except AttnMelError as exc:
-                    error = str(exc)
-            if error is not None:
-                failed += 1
-                report_failure(scored.path, error)
-            writer.write(record(scored.path, scored.p_melanoma, threshold, session.name, error))
-            bar.advance(task)
+    lo, hi = dist.bounds(len(inputs))  # this process's block (all of them outside torchrun)
+    taken = set[str]()
+    targets = (  # under torchrun overlay names are settled over all inputs, in order
+        [overlay_target(p, overlay_dir, taken) for p in inputs][lo:hi]
+        if dist.enabled and overlay_dir is not None else None
+    )
+
+    def results() -> Any:
+        """(path, p_melanoma, error) of this block, in order; overlays written on the way."""
+        with progress(dist.is_main) as bar:
+            task = bar.add_task("scoring", total=hi - lo)
+            for scored in session.score(
+                inputs[lo:hi], batch_size=batch_size,
+                workers=dist.workers(default_workers()) if workers is None else workers,
+                keep_maps=want_maps, max_pixels=max_pixels, amp=amp,
+            ):
+                error = scored.error
+                if error is None and want_maps:
+                    target = overlay or (
+                        targets[scored.index] if targets is not None
+                        else overlay_target(scored.path, overlay_dir, taken)  # type: ignore[arg-type]
+                    )
+                    try:
+                        write_overlay(scored, session.meta, map_name[0], target,
+                                      max_pixels=max_pixels, overwrite=force)
+                    except AttnMelError as exc:
+                        error = str(exc)
+                yield scored.path, scored.p_melanoma, error
+                bar.advance(task)
+
+    # One process streams its records; under torchrun rank 0 gathers every block, in order.
+    rows = dist.gather(list(results())) if dist.enabled else results()
+    if not dist.is_main:
+        raise typer.Exit(EXIT_OK)
+    writer, failed = RecordWriter(fmt), 0
+    for path, p, error in rows:
+        if error is not None:
+            failed += 1
+            report_failure(path, error)
+        writer.write(record(path, p, threshold, session.name, error))
     writer.close()
     log.info("scored %d of %d images with %s", len(inputs) - failed, len(inputs), session.name)
     raise typer.Exit(EXIT_PARTIAL if failed else EXIT_OK)
@@ -239,7 +299,9 @@ def explain(
     shard_spec: ShardOpt = None,
 ) -> None:
     """Write, per image, the attention maps (CAM for vgg16-gap) over the photo at its own size."""
+    refuse("explain", "split the inputs with --shard I/N instead (one job per shard)")
     inputs = collect_inputs(paths, recursive, shard_spec)
+    ensure_dir(out)  # a folder that cannot be written fails now, not once per image
     session = Session.load(resolve_checkpoint(checkpoint), resolve_device(device))
     if not session.map_names():
         raise AttnMelError(
@@ -317,24 +379,49 @@ def evaluate(
     batch_size: BatchOpt = 16,
     workers: WorkersOpt = None,
     device: DeviceOpt = "auto",
+    max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
     force: ForceOpt = False,
 ) -> None:
-    """AP and AUC with 95 % intervals, operating points, calibration, attention Jaccard."""
-    if fmt not in ("table", "json"):
-        raise AttnMelError(f"unknown --format {fmt!r}; choose table or json")
-    cut = parse_threshold(threshold)
-    if out is not None:
-        check_outputs(out, overwrite=force)
-    eval_data = load_data(data, split, dataset)
-    val_data = load_val_data(data, dataset) if cut is None else None
-    checkpoints = [resolve_checkpoint(checkpoint), *(compare or [])]
-    with progress() as bar:
-        task = bar.add_task("evaluating", total=len(eval_data.items) * len(checkpoints))
-        result = run_evaluation(
-            eval_data, checkpoints, resolve_device(device), threshold=cut, val_data=val_data,
-            n_boot=bootstrap, seed=seed, batch_size=batch_size, workers=workers,
-            advance=lambda: bar.advance(task),
-        )
+    """AP and AUC with 95 % intervals, operating points, calibration, attention Jaccard.
+
+    Under ``torchrun --nproc_per_node N -m attnmel_cli evaluate …`` the processes share the
+    scoring and rank 0 writes the report.
+    """
+    from attnmel_cli.evaluate import (  # lazy: scikit-learn and matplotlib load slowly
+        check_outputs,
+        load_data,
+        load_val_data,
+        parse_threshold,
+        report_json,
+        report_table,
+        run_evaluation,
+        write_outputs,
+    )
+
+    def setup() -> tuple[Any, ...]:  # on rank 0 only under torchrun
+        if fmt not in ("table", "json"):
+            raise AttnMelError(f"unknown --format {fmt!r}; choose table or json")
+        cut = parse_threshold(threshold)
+        if out is not None:
+            check_outputs(out, overwrite=force)
+        eval_data = load_data(data, split, dataset)
+        val_data = load_val_data(data, dataset) if cut is None else None
+        return cut, eval_data, val_data, [resolve_checkpoint(checkpoint), *(compare or [])]
+
+    # Under torchrun every process scores a block of the images; rank 0 writes the report.
+    with process_group(device) as (dist, dev):
+        cut, eval_data, val_data, checkpoints = dist.on_main(setup)
+        lo, hi = dist.bounds(len(eval_data.items))
+        with progress(dist.is_main) as bar:
+            task = bar.add_task("evaluating", total=(hi - lo) * len(checkpoints))
+            result = run_evaluation(
+                eval_data, checkpoints, dev, threshold=cut, val_data=val_data,
+                n_boot=bootstrap, seed=seed, batch_size=batch_size,
+                workers=dist.workers(default_workers()) if workers is None else workers,
+                advance=lambda: bar.advance(task), max_pixels=max_pixels, dist=dist,
+            )
+    if not dist.is_main:
+        raise typer.Exit(EXIT_OK)
     for failure in result.report["failed"]:
         report_failure(failure["path"], failure["error"])
     if out is not None:
@@ -377,8 +464,10 @@ def prepare(
         bool,
         typer.Option("--force", help="Write into an --out holding another dataset or other files."),
     ] = False,
+    max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
 ) -> None:
     """Check a labelled dataset, then write it preprocessed (paper crop, 256×256) with its masks."""
+    refuse("prepare")
     with progress() as bar:
         tasks: dict[str, TaskID] = {}
 
@@ -389,7 +478,7 @@ def prepare(
 
         result = prepare_dataset(
             source, out, dataset=dataset, val_fraction=val_fraction, seed=seed, workers=workers,
-            force=force, progress=show,
+            force=force, progress=show, max_pixels=max_pixels,
         )
     for folder, count in result.ignored.items():
         log.info("ignored %d unlabelled images in %s", count, folder)
@@ -474,24 +563,42 @@ def train_command(
                      "grow)."),
     ] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace a run already in --out.")] = False,
+    sync_bn: Annotated[
+        bool,
+        typer.Option("--sync-bn/--no-sync-bn",
+                     help="Under torchrun on GPUs: batch-norm statistics over the global batch "
+                     "(SyncBatchNorm) instead of each GPU's share."),
+    ] = False,
 ) -> None:
-    """Train a model with the paper's recipe; print the best checkpoint's path on stdout."""
+    """Train a model with the paper's recipe; print the best checkpoint's path on stdout.
+
+    Several GPUs or machines: ``torchrun --nproc_per_node N -m attnmel_cli train …``
+    (--batch-size stays the global batch).
+    """
+    from attnmel_cli.run_dir import BEST
+    from attnmel_cli.train import TrainConfig, train  # lazy: imports scikit-learn
+
     result = train(
         TrainConfig(
             data=data, out=out, arch=arch, backbone=backbone, pretrained=pretrained,
             pretrained_weights=pretrained_weights, roi=roi, epochs=epochs, batch_size=batch_size,
             lr=lr, lr_step=lr_step, average_last=average_last, oversample=oversample, width=width, image_size=image_size, seed=seed,
             deterministic=deterministic, device=device, workers=workers, amp=amp,
-            cache_images=cache_images, resume=resume, force=force,
+            cache_images=cache_images, resume=resume, force=force, sync_bn=sync_bn,
         ),
         console=err,
     )
-    log.info("best epoch %d: validation AUC %.4f", result.best_epoch, result.best_auc)
-    typer.echo(result.run_dir / BEST)
+    if from_env().is_main:
+        log.info("best epoch %d: validation AUC %.4f", result.best_epoch, result.best_auc)
+        typer.echo(result.run_dir / BEST)
 
 
 def main() -> None:
     """Console-script entry point; usage errors exit 1 (2 means some inputs failed)."""
+    # A file name that is not valid UTF-8 goes to stdout as its own bytes, never a crash.
+    reconfigure = getattr(sys.stdout, "reconfigure", None)
+    if reconfigure is not None:
+        reconfigure(errors="surrogateescape")
     try:
         code = typer.main.get_command(app).main(standalone_mode=False)
     except typer.Abort:

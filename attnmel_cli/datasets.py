@@ -21,7 +21,7 @@ from attnmel_cli.errors import DataError
 from attnmel_cli.manifest import Problems
 
 LAYOUTS = ("isic2016", "isic2017", "isic2018", "isic2019", "isic2020", "folder", "csv")
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"})
 DERMO_FEATURES = ("pigment_network", "negative_network", "streaks", "milia_like_cyst")
 MELANOMA_NAMES = frozenset({"melanoma", "mel", "malignant"})  # class folders labelled 1
 _ISIC2018_CLASSES = ("MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC")
@@ -326,6 +326,20 @@ def detect_layout(root: Path, csvs: list[Path], dataset: str = "auto") -> tuple[
     return dataset, found.get(dataset, [])
 
 
+def _not_label_files(root: Path, csvs: list[Path]) -> str:
+    """'; x.csv (columns …) is not a label file …' for CSVs of no known layout, or ''."""
+    if not csvs:
+        return ""
+    shown = ", ".join(
+        f"{p.relative_to(root)} (columns {', '.join(_first_row(p)[:6]) or 'none'})"
+        for p in csvs[:3]
+    )
+    return (
+        f"; {shown} {'is' if len(csvs) == 1 else 'are'} not a label file: a generic one needs "
+        "columns image,label (see --dataset for the ISIC layouts)"
+    )
+
+
 def read_source(
     root: Path, problems: Problems, dataset: str = "auto", exclude: Path | None = None
 ) -> Source:
@@ -340,7 +354,14 @@ def read_source(
     files = index_files(root, exclude)
     layout, label_files = detect_layout(root, files.csvs, dataset)
     if layout == "folder":
-        entries = _read_folders(root, files, problems)
+        # CSVs were there but none is a label file: say so with whatever goes wrong (wrong columns)
+        hint = _not_label_files(root, files.csvs) if dataset == "auto" else ""
+        try:
+            entries = _read_folders(root, files, problems)
+        except DataError as exc:
+            raise DataError(f"{exc}{hint}") from None
+        if hint and (len(problems) or not entries):
+            problems.add("not a label file", hint.removeprefix("; "))
     else:
         entries = []
         for path in label_files:

@@ -25,12 +25,20 @@ from sklearn.metrics import precision_recall_curve, roc_curve
 from attnmel_cli import __version__, metrics
 from attnmel_cli.checkpoint import CheckpointMeta
 from attnmel_cli.datasets import read_source
+from attnmel_cli.distributed import SINGLE, Dist
 from attnmel_cli.errors import AttnMelError, DataError, InputError
-from attnmel_cli.fsio import atomic_path, write_text_atomic
+from attnmel_cli.fsio import atomic_path, ensure_dir, write_text_atomic
 from attnmel_cli.manifest import MANIFEST_NAME, Problems, read_manifest
 from attnmel_cli.predict import Session
-from attnmel_cli.prepare import match_files
-from attnmel_cli.preprocess import PREPARED_SIZE, centre_crop, paper_crop_box, resize_size
+from attnmel_cli.prepare import ORIENTATION_TRANSPOSE, match_files
+from attnmel_cli.preprocess import (
+    DECODE_ERRORS,
+    DEFAULT_MAX_PIXELS,
+    PREPARED_SIZE,
+    centre_crop,
+    paper_crop_box,
+    resize_size,
+)
 
 SPECIFICITIES = (0.80, 0.90, 0.95)  # the ISIC challenge scorer reports the first
 ECE_BINS = 10
@@ -145,19 +153,47 @@ def _of_split(data: EvalData) -> str:
     return "" if data.split is None else f" of split {data.split!r}"
 
 
-def load_mask(path: Path, image_size: int, *, prepared: bool) -> np.ndarray:
+def load_mask(
+    path: Path, image_size: int, *, prepared: bool, photo: Path | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> np.ndarray:
     """A lesion mask in the network input's frame (S×S, bool), with the image's own geometry.
 
     A prepared mask (256×256, aligned with its image) is resized to R and centre-cropped to S as
-    the image is (``preprocess.prepared_to_input``); a photo-sized mask first gets the paper crop.
-    Nearest-neighbour throughout, so the mask stays binary.
+    the image is (``preprocess.prepared_to_input``); a photo-sized mask first gets the photo's
+    EXIF orientation (as ``prepare`` does), then the paper crop. Nearest-neighbour throughout,
+    so the mask stays binary. With ``photo`` (its image), a mask that is not on the image's
+    pixel grid is refused (InputError), before the mask is decoded; so is a mask declaring more
+    than ``max_pixels``.
     """
+    orientation, stored = 1, None
+    if photo is not None:
+        try:
+            with Image.open(photo) as img:
+                stored = img.size
+                orientation = 1 if prepared else int(img.getexif().get(0x0112, 1))
+        except DECODE_ERRORS as exc:
+            raise InputError(f"{photo}: cannot read image header ({exc})") from None
     try:
         with Image.open(path) as img:
+            if img.width * img.height > max_pixels:
+                raise InputError(
+                    f"{path}: lesion mask declares {img.width}×{img.height} px, over the pixel "
+                    "limit (possible decompression bomb); raise it with --max-pixels if genuine"
+                )
+            if stored is not None and img.size != stored:
+                raise InputError(
+                    f"{path}: lesion mask is {img.width}×{img.height} px but its image "
+                    f"{photo.name} is {stored[0]}×{stored[1]} px"  # type: ignore[union-attr]
+                )
             mask = img.convert("L")
-    except (OSError, ValueError, SyntaxError) as exc:
+    except InputError:
+        raise
+    except DECODE_ERRORS as exc:
         raise InputError(f"{path}: cannot read lesion mask ({exc})") from None
     if not prepared:
+        if orientation in ORIENTATION_TRANSPOSE:
+            mask = mask.transpose(ORIENTATION_TRANSPOSE[orientation])
         box = paper_crop_box(*mask.size)
         mask = mask.resize((PREPARED_SIZE, PREPARED_SIZE), Image.NEAREST, box=box)
     r = resize_size(image_size)
@@ -175,36 +211,55 @@ def score(
     batch_size: int = 16,
     workers: int | None = None,
     advance: Advance | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    dist: Dist = SINGLE,
 ) -> Scores:
-    """Score every image of ``data``; Table 3 Jaccard of each map where a lesion mask exists."""
+    """Score every image of ``data``; Table 3 Jaccard of each map where a lesion mask exists.
+
+    Under torchrun (``dist``) each rank scores a contiguous block of the images and every rank
+    gets all the results, in input order.
+    """
     names = session.map_names() if any(it.lesion_mask for it in data.items) else []
-    ids, labels, probs, failed = [], [], [], []
-    jaccard: dict[str, list[float]] = {n: [] for n in names}
-    paths = [str(it.path) for it in data.items]
+    lo, hi = dist.bounds(len(data.items))
+    items = data.items[lo:hi]
+    # (item, path, p_melanoma, {map: jaccard}, error) per image of this rank's block
+    local: list[tuple[Item, str, float | None, dict[str, float], str | None]] = []
     for s in session.score(
-        paths, batch_size=batch_size, workers=workers, keep_maps=bool(names), prepared=data.prepared
+        [str(it.path) for it in items], batch_size=batch_size, workers=workers,
+        keep_maps=bool(names), prepared=data.prepared, max_pixels=max_pixels,
     ):
-        item = data.items[s.index]
+        item = items[s.index]
         try:
             if s.error is not None:
                 raise InputError(s.error)
             mask = (
-                load_mask(item.lesion_mask, session.meta.image_size, prepared=data.prepared)
+                load_mask(
+                    item.lesion_mask, session.meta.image_size, prepared=data.prepared,
+                    photo=item.path, max_pixels=max_pixels,
+                )
                 if names and item.lesion_mask
                 else None
             )
         except InputError as exc:
-            failed.append((s.path, str(exc)))
+            local.append((item, s.path, None, {}, str(exc)))
         else:
-            ids.append(item.image_id)
-            labels.append(item.label)
-            probs.append(s.p_melanoma)
-            for n in names:
-                jaccard[n].append(
-                    math.nan if mask is None else metrics.attention_jaccard(s.maps[n], mask)
-                )
+            local.append((item, s.path, s.p_melanoma, {
+                n: math.nan if mask is None else metrics.attention_jaccard(s.maps[n], mask)
+                for n in names
+            }, None))
         if advance is not None:
             advance()
+    ids, labels, probs, failed = [], [], [], []
+    jaccard: dict[str, list[float]] = {n: [] for n in names}
+    for item, path, p, jac, error in dist.gather(local):
+        if error is not None:
+            failed.append((path, error))
+            continue
+        ids.append(item.image_id)
+        labels.append(item.label)
+        probs.append(p)
+        for n in names:
+            jaccard[n].append(jac[n])
     return Scores(
         checkpoint,
         name,
@@ -231,7 +286,10 @@ def checkpoint_report(
     """Every figure of one checkpoint on its scored images (JSON-ready, non-finite kept as is)."""
     y, p = sc.labels, sc.probs
     if len(y) == 0:
-        raise AttnMelError(f"{sc.checkpoint}: no image could be scored")
+        first = f"; the first: {sc.failed[0][1]}" if sc.failed else ""
+        raise AttnMelError(
+            f"{sc.checkpoint}: no image could be scored ({len(sc.failed)} failed{first})"
+        )
     at = metrics.threshold_metrics(y, p, threshold)
     meta = sc.meta
     report: dict[str, Any] = {
@@ -309,10 +367,14 @@ def run_evaluation(
     batch_size: int = 16,
     workers: int | None = None,
     advance: Advance | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    dist: Dist = SINGLE,
 ) -> Evaluation:
     """Score ``data`` with each checkpoint (loaded one at a time) and build the report.
 
     ``threshold=None`` picks each checkpoint's threshold on ``val_data`` by Youden's J.
+    ``dist``: under torchrun the images are scored by all the ranks, and every rank builds the
+    same report (only rank 0 should write it).
     """
     if threshold is None and val_data is None:
         raise AttnMelError("--threshold val needs data with a 'val' split")
@@ -328,11 +390,15 @@ def run_evaluation(
     for ckpt, name in zip(checkpoints, display_names(checkpoints), strict=True):
         session = Session.load(ckpt, device)
         sc = score(
-            session, data, ckpt, name, batch_size=batch_size, workers=workers, advance=advance
+            session, data, ckpt, name, batch_size=batch_size, workers=workers, advance=advance,
+            max_pixels=max_pixels, dist=dist,
         )
         t, source = threshold, "given"
         if val_data is not None and t is None:
-            val = score(session, val_data, ckpt, name, batch_size=batch_size, workers=workers)
+            val = score(
+                session, val_data, ckpt, name, batch_size=batch_size, workers=workers,
+                max_pixels=max_pixels, dist=dist,
+            )
             t = metrics.youden_threshold(val.labels, val.probs).threshold
             source = f"chosen on split {val_data.split!r} (Youden's J)"
         all_scores.append(sc)
@@ -451,6 +517,7 @@ def check_outputs(out: Path, *, overwrite: bool = False) -> None:
     existing = [f for f in OUTPUT_FILES if (out / f).exists()]
     if existing and not overwrite:
         raise AttnMelError(f"{out / existing[0]}: already exists; pass --force to overwrite it")
+    ensure_dir(out)  # fail now, not after scoring, where the folder cannot be written
 
 
 def write_outputs(evaluation: Evaluation, out: Path, *, overwrite: bool = False) -> list[Path]:

@@ -11,6 +11,20 @@ from pathlib import Path
 from attnmel_cli.errors import AttnMelError
 
 
+def ensure_dir(folder: str | Path) -> Path:
+    """Create the output folder ``folder`` (and its parents) before any work, or raise an
+    AttnMelError saying why it cannot be written (a path under a file, no permission…)."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        reason = exc.strerror or exc
+        raise AttnMelError(f"{folder}: cannot create this output folder ({reason})") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise AttnMelError(f"{folder}: output folder is not writable")
+    return folder
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | Path, *, overwrite: bool = True) -> Iterator[Path]:
     """Yield a temporary path in ``target``'s folder; rename it onto ``target`` on success.

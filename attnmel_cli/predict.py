@@ -127,10 +127,14 @@ class Session:
         keep_maps: bool = False,
         prepared: bool = False,
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        amp: bool = False,
     ) -> Iterator[Scored]:
+        """:func:`attnmel_cli.inference.score_paths` with this session's model (``amp``: bf16
+        autocast on CUDA)."""
         return score_paths(
             self.model, self.meta, paths, device=self.device, batch_size=batch_size,
             workers=workers, keep_maps=keep_maps, prepared=prepared, max_pixels=max_pixels,
+            amp=amp,
         )
 
 
@@ -152,7 +156,7 @@ def write_overlay(
     """Overlay of one map on the photo at the photo's own resolution (EXIF orientation applied)."""
     if map_name not in scored.maps:
         raise AttnMelError(f"this checkpoint ({meta.arch}) has no {map_name} map")
-    photo = load_photo(scored.path, max_pixels=max_pixels)
+    photo = load_photo(scored.path, max_pixels=max_pixels, warn_frames=False)
     box = network_box(*photo.size, meta.image_size)
     overlays, _ = explanation_images(photo, {map_name: scored.maps[map_name]}, box)
     return save_image(overlays[map_name], target, overwrite=overwrite)
@@ -163,7 +167,7 @@ def write_explanation(
     max_pixels: int = DEFAULT_MAX_PIXELS, overwrite: bool = False,
 ) -> list[Path]:
     """``explain``'s files for one image: an overlay per map, the composite, the raw maps (.npz)."""
-    photo = load_photo(scored.path, max_pixels=max_pixels)
+    photo = load_photo(scored.path, max_pixels=max_pixels, warn_frames=False)
     box = network_box(*photo.size, meta.image_size)
     overlays, panel = explanation_images(photo, scored.maps, box)
     written = [

@@ -35,10 +35,12 @@ from rich.table import Table
 from attnmel_cli import __version__
 from attnmel_cli.datasets import DERMO_FEATURES, Entry, Source, read_source
 from attnmel_cli.errors import DataError, InputError
-from attnmel_cli.fsio import write_atomic, write_text_atomic
+from attnmel_cli.fsio import ensure_dir, write_atomic, write_text_atomic
 from attnmel_cli.manifest import MANIFEST_NAME, SPLITS, Problems, Row, write_manifest
 from attnmel_cli.preprocess import (
     CROP_FRACTION,
+    DECODE_ERRORS,
+    DEFAULT_MAX_PIXELS,
     PREPARED_SIZE,
     load_photo,
     paper_crop,
@@ -51,7 +53,7 @@ DEFAULT_VAL_FRACTION = 0.2
 DEFAULT_SEED = 0
 RECIPE = f"attnmel-prepare/1 crop={CROP_FRACTION} size={PREPARED_SIZE} png"  # change → redo all
 _DIGEST_KEY = "attnmel-inputs"
-_HEADER_ERRORS = (OSError, ValueError, SyntaxError, EOFError)
+_HEADER_ERRORS = DECODE_ERRORS  # whatever Pillow raises on a broken file
 # EXIF orientation → the transpose ImageOps.exif_transpose applies to the photo (masks follow it).
 _ORIENTATION = {
     2: Image.Transpose.FLIP_LEFT_RIGHT,
@@ -62,6 +64,7 @@ _ORIENTATION = {
     7: Image.Transpose.TRANSVERSE,
     8: Image.Transpose.ROTATE_90,
 }
+ORIENTATION_TRANSPOSE = _ORIENTATION  # for evaluate's photo-sized masks
 
 ProgressFn = Callable[[str, int, int], None]  # (phase, done, total)
 T = TypeVar("T")
@@ -245,12 +248,20 @@ def _features_union(path: Path) -> np.ndarray:
     return np.logical_or.reduce(lists)
 
 
-def _inspect(job: Job, root: Path) -> tuple[Job, list[tuple[str, str]]]:
+def _inspect(
+    job: Job, root: Path, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> tuple[Job, list[tuple[str, str]]]:
     """Header-level checks of one job's files; returns the job with its EXIF orientation."""
     found: list[tuple[str, str]] = []
     try:
         with Image.open(job.image) as img:
             size = img.size
+            if size[0] * size[1] > max_pixels:  # before reading more of the file (EXIF)
+                return job, [(
+                    f"over the pixel limit of {max_pixels:,} (possible decompression bomb; "
+                    "raise it with --max-pixels if the file is genuine)",
+                    f"{job.image_id} ({_rel(job.image, root)}: {size[0]}×{size[1]} px)",
+                )]
             orientation = int(img.getexif().get(0x0112, 1))
     except _HEADER_ERRORS as exc:
         return job, [("unreadable image", f"{job.image_id} ({_rel(job.image, root)}: {exc})")]
@@ -371,7 +382,7 @@ def _outputs(image_id: str) -> dict[str, str]:
     }
 
 
-def _process(job: Job, root: Path, out: Path) -> Done:
+def _process(job: Job, root: Path, out: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Done:
     """Write one job's prepared image and maps unless they are already there from equal inputs."""
     try:
         sha = _sha256(job.image)
@@ -405,7 +416,7 @@ def _process(job: Job, root: Path, out: Path) -> Done:
     if all(_stamp(out / names[k]) == digest for k in wanted):
         return Done(row, skipped=True)
     try:
-        photo = load_photo(job.image, draft_min_side=PREPARED_SIZE)
+        photo = load_photo(job.image, draft_min_side=PREPARED_SIZE, max_pixels=max_pixels)
         maps = {}
         if job.lesion:
             lesion = _aligned(_open_map(job.lesion, "L"), job.orientation, photo.size)
@@ -434,6 +445,9 @@ def _claim_out(out: Path, root: Path, layout: str, force: bool) -> None:
     """Refuse an --out that holds something other than a prepared copy of this same source."""
     if out.exists() and not out.is_dir():
         raise DataError(f"{out}: exists and is not a folder")
+    above = next((p for p in out.parents if p.exists()), None)  # nothing is created yet
+    if above is not None and not above.is_dir():
+        raise DataError(f"{out}: cannot create this output folder (Not a directory: {above})")
     if out == root:
         raise DataError(f"{out}: --out must differ from SOURCE")
     if force or not out.exists() or not any(out.iterdir()):
@@ -497,6 +511,7 @@ def prepare_dataset(
     workers: int | None = None,
     force: bool = False,
     progress: ProgressFn | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> PrepareResult:
     """Check SOURCE completely, then write (or update) the prepared dir ``out``."""
     start = time.perf_counter()
@@ -511,17 +526,21 @@ def prepare_dataset(
     _claim_out(out, root, src.layout, force)
     jobs, ignored = match_files(src, problems)
     problems.raise_if_any("; nothing written")
-    inspected = _parallel(lambda j: _inspect(j, root), jobs, workers, "checking", progress)
+    inspected = _parallel(
+        lambda j: _inspect(j, root, max_pixels), jobs, workers, "checking", progress
+    )
     for _, found in inspected:
         for kind, item in found:
             problems.add(kind, item)
     problems.raise_if_any("; nothing written")
     jobs, carved = _assign_splits([job for job, _ in inspected], val_fraction, seed)
 
-    out.mkdir(parents=True, exist_ok=True)
+    ensure_dir(out)
     (out / MANIFEST_NAME).unlink(missing_ok=True)  # the dir is incomplete until the end
     write_text_atomic(out / META_NAME, _meta(src, val_fraction, seed, carved, None, ignored))
-    done = _parallel(lambda j: _process(j, root, out), jobs, workers, "preparing", progress)
+    done = _parallel(
+        lambda j: _process(j, root, out, max_pixels), jobs, workers, "preparing", progress
+    )
     failed = Problems(str(root))
     for d in done:
         if d.error:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import struct
 import warnings
 from pathlib import Path
 
@@ -31,10 +32,13 @@ MIN_SIDE = 16  # smaller images carry no lesion detail worth scoring
 # attnmel applies its own pixel limit (with a flag to raise it) instead of Pillow's global one.
 Image.MAX_IMAGE_PIXELS = None
 
-_DECODE_ERRORS = (
+# What Pillow raises on files it cannot decode (found by tests/test_fuzz.py on mutated images).
+DECODE_ERRORS = (
     UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError,
-    MemoryError, Image.DecompressionBombError,
+    MemoryError, Image.DecompressionBombError, OverflowError, struct.error, KeyError,
+    ZeroDivisionError,
 )
+_DECODE_ERRORS = DECODE_ERRORS
 
 
 def resize_size(image_size: int) -> int:
@@ -80,11 +84,14 @@ def load_photo(
     *,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     draft_min_side: int | None = None,
+    warn_frames: bool = True,
 ) -> Image.Image:
     """Decode ``path`` to an RGB image with its EXIF orientation applied.
 
     ``draft_min_side``: let the JPEG decoder reduce by 2/4/8 while the paper crop keeps at least
     that many pixels (fast decoding of large photos; ``None`` decodes at full resolution).
+    ``warn_frames``: log a warning for an animation or multi-page file (its first frame is used);
+    off where the same file is decoded a second time.
     Raises :class:`InputError` naming the file for anything that is not a usable image.
     """
     path = Path(path)
@@ -109,7 +116,7 @@ def load_photo(
                     f"{max_pixels / 1e6:.0f} MP (possible decompression bomb); raise it with "
                     "--max-pixels if the file is genuine"
                 )
-            if getattr(img, "n_frames", 1) > 1:
+            if warn_frames and getattr(img, "n_frames", 1) > 1:
                 log.warning("%s: has %d frames; using the first", path, img.n_frames)
             if draft_min_side and img.format == "JPEG":
                 scale = draft_min_side / (CROP_FRACTION * min(w, h))

@@ -12,6 +12,7 @@ from typing import Any, TextIO
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 FIELDS = ("path", "p_melanoma", "label", "checkpoint", "error")
 FORMATS = ("table", "csv", "jsonl")
@@ -64,9 +65,10 @@ class RecordWriter:
         for name in ("path", "p_melanoma", "prediction"):
             table.add_column(name, justify="right" if name == "p_melanoma" else "left")
         for rec in self._rows:
+            path = Text(rec["path"])  # literal: a file name may look like Rich markup
             if rec.get("error"):
-                table.add_row(rec["path"], "—", f"[red]error: {rec['error']}[/red]")
+                table.add_row(path, "—", Text(f"error: {rec['error']}", style="red"))
             else:
                 pred = "[bold red]melanoma[/bold red]" if rec["label"] else "other"
-                table.add_row(rec["path"], f"{rec['p_melanoma']:.3f}", pred)
+                table.add_row(path, f"{rec['p_melanoma']:.3f}", pred)
         Console(file=self.stream, soft_wrap=True).print(table)

@@ -22,6 +22,7 @@ from attnmel_cli.errors import CheckpointError
 STATE_FORMAT = "attnmel-train-state"
 STATE_FORMAT_VERSION = 1
 _TENSOR, _ITEMS = "__tensor__", "__items__"
+WEIGHTS_PREFIX = "model/"  # the weights of the state's epoch, in the same file
 
 
 def flatten(obj: Any, tensors: dict[str, Tensor], prefix: str = "") -> Any:
@@ -89,9 +90,15 @@ def restore_rng(rng: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(rng["cuda"])
 
 
-def save_run_state(path: Path, state: RunState) -> Path:
-    """Write ``state`` atomically as tensors + JSON header."""
-    tensors: dict[str, Tensor] = {}
+def save_run_state(path: Path, state: RunState, weights: dict[str, Tensor] | None = None) -> Path:
+    """Write ``state`` atomically as tensors + JSON header.
+
+    ``weights``: the model's state dict of the same epoch, stored under ``model/…`` so that the
+    file alone resumes the run, whatever moment a kill interrupted the epoch's writes.
+    """
+    tensors: dict[str, Tensor] = {
+        f"{WEIGHTS_PREFIX}{k}": v.clone() for k, v in (weights or {}).items()  # untie storage
+    }
     body = {k: flatten(getattr(state, k), tensors, k) for k in state.__dataclass_fields__}
     header = {
         "format": STATE_FORMAT,
@@ -113,3 +120,13 @@ def load_run_state(path: Path) -> RunState:
         return RunState(**{k: unflatten(v, tensors) for k, v in body.items()})
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: invalid training state ({exc!r})") from None
+
+
+def load_state_weights(path: Path) -> dict[str, Tensor]:
+    """The model weights saved with the state by :func:`save_run_state` ({} if it has none)."""
+    tensors, _ = read_tensors(path)
+    return {
+        k.removeprefix(WEIGHTS_PREFIX): v
+        for k, v in tensors.items()
+        if k.startswith(WEIGHTS_PREFIX)
+    }

@@ -43,3 +43,39 @@ class OversamplingSampler(Sampler[tuple[int, int]]):
 
     def __len__(self) -> int:
         return len(self.pool)
+
+
+class ShardedOversamplingSampler(OversamplingSampler):
+    """Rank ``rank``'s share of the epoch order that ``world`` data-parallel ranks draw together.
+
+    Every rank computes the same :meth:`epoch_order` (a function of seed and epoch) and takes
+    every ``world``-th item from position ``rank``. With a per-rank batch of
+    ``batch_size / world``, global step k then trains on exactly the items a single process
+    with ``batch_size`` trains on at step k. As in the single process the ragged last batch is
+    dropped; an epoch shorter than one batch is padded (wrapping around) to a multiple of
+    ``world``, so that every rank takes the same number of steps.
+    """
+
+    def __init__(
+        self, labels: Sequence[int], factor: int = OVERSAMPLE, seed: int = 0, *,
+        rank: int, world: int, batch_size: int,
+    ) -> None:
+        super().__init__(labels, factor, seed)
+        if not 0 <= rank < world or batch_size % world:
+            raise ValueError(f"rank {rank} of {world} with global batch {batch_size}")
+        self.rank, self.world, self.batch_size = rank, world, batch_size
+
+    def global_length(self) -> int:
+        """Items drawn per epoch by all the ranks together."""
+        n = len(self.pool)
+        if n > self.batch_size:
+            return n // self.batch_size * self.batch_size
+        return -(-n // self.world) * self.world
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        order, n = self.epoch_order(), self.global_length()
+        order = (order * -(-n // len(order)))[:n] if order else order
+        return iter(order[self.rank :: self.world])
+
+    def __len__(self) -> int:
+        return self.global_length() // self.world

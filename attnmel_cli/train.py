@@ -7,8 +7,9 @@ R = S·256/224 with random 90° rotations and flips, SGD (momentum 0.9, Nesterov
 regularisation of Eq. 5 when ``roi`` is set. Validation scores the prepared images exactly as
 ``predict`` does (:func:`attnmel_cli.inference.score_paths`).
 
-Written for a later data-parallel run: the sampler is epoch-seeded like ``DistributedSampler``,
-and every file write is in :func:`attnmel_cli.run_dir.save_epoch`, for rank 0 only.
+Under ``torchrun`` the same loop runs data-parallel (:mod:`attnmel_cli.distributed`): each rank
+trains on its share of every global batch, validation is split across the ranks and gathered,
+and only rank 0 reads or writes the run dir.
 """
 
 from __future__ import annotations
@@ -33,15 +34,15 @@ from torch.utils.data import DataLoader
 
 from attnmel_cli.averaging import average_state_dicts, recalibrate_batch_norm
 from attnmel_cli.checkpoint import CheckpointMeta, read_tensors, save_checkpoint
+from attnmel_cli.distributed import SINGLE, Dist, make_sampler, process_group
 from attnmel_cli.errors import AttnMelError, DataError
-from attnmel_cli.inference import resolve_device, score_paths
+from attnmel_cli.inference import score_paths
 from attnmel_cli.losses import FOCAL_GAMMA, LAMBDA1, LAMBDA2, attnmel_loss, focal_loss
 from attnmel_cli.manifest import MANIFEST_NAME, Row, read_manifest
 from attnmel_cli.metrics import average_precision, roc_auc
 from attnmel_cli.model import ARCHS, AttnMelNet, build_model, check_image_size
 from attnmel_cli.run_dir import (
     AVERAGED,
-    LAST,
     STATE,
     claim_run_dir,
     epoch_name,
@@ -49,7 +50,7 @@ from attnmel_cli.run_dir import (
     save_epoch,
 )
 from attnmel_cli.run_state import RunState, capture_rng, load_run_state, restore_rng
-from attnmel_cli.sampler import OVERSAMPLE, OversamplingSampler
+from attnmel_cli.sampler import OVERSAMPLE
 from attnmel_cli.trainset import ROIS, TrainSet, physical_memory, roi_known, roi_path
 
 log = logging.getLogger("attnmel")
@@ -57,7 +58,8 @@ log = logging.getLogger("attnmel")
 CHANNELS_LAST_DEVICES = ("cuda", "cpu")  # NHWC convolutions: faster on CPU (oneDNN) too
 # Options a resumed run may change; every other option must match the interrupted run's.
 RESUME_MAY_CHANGE = frozenset(
-    {"data", "out", "epochs", "device", "workers", "amp", "cache_images", "resume", "force"}
+    {"data", "out", "epochs", "average_last", "device", "workers", "amp", "cache_images",
+     "resume", "force", "sync_bn"}
 )
 CACHE_RAM_FRACTION = 0.25  # decoded training images are kept in RAM up to this share of it
 
@@ -100,6 +102,7 @@ class TrainConfig:
     workers: int | None = None  # None: default_train_workers()
     amp: bool = True  # mixed precision on CUDA
     cache_images: bool = True  # decode the training images once into RAM when they fit
+    sync_bn: bool = False  # under torchrun: batch-norm statistics over the global batch (CUDA)
     resume: bool = False
     force: bool = False
 
@@ -119,9 +122,10 @@ class TrainResult:
     samples_per_s: float = math.nan  # training throughput of the last epoch run
 
 
-def default_train_workers() -> int:
-    """DataLoader workers: the cores besides the main process, at most 8."""
-    return max(1, min(8, (os.cpu_count() or 2) - 1))
+def default_train_workers(processes: int = 1) -> int:
+    """DataLoader workers: the cores besides the main process, at most 8 (``processes`` training
+    processes on the machine share its cores)."""
+    return max(1, min(8, (os.cpu_count() or 2) // processes - 1))
 
 
 def data_fingerprint(rows: Sequence[Row]) -> str:
@@ -250,7 +254,7 @@ class _Optimisation:
 class _Step:
     """One optimisation step on a batch from :class:`attnmel_cli.trainset.TrainSet`."""
 
-    model: AttnMelNet
+    model: AttnMelNet | torch.nn.Module  # DistributedDataParallel under torchrun
     opt: _Optimisation
     config: TrainConfig
     device: torch.device
@@ -281,16 +285,25 @@ class _Step:
 
 def _validate(
     model: AttnMelNet, meta: CheckpointMeta, config: TrainConfig, rows: Sequence[Row],
-    device: torch.device, workers: int,
+    device: torch.device, workers: int, dist: Dist = SINGLE,
 ) -> dict[str, float]:
-    """Validation focal loss, AP and AUC (scikit-learn's, paper §3.1) as ``predict`` scores."""
-    paths = [config.data / r.image for r in rows]
-    probs = np.empty(len(rows))
-    for scored in score_paths(model, meta, paths, device=device, batch_size=2 * config.batch_size,
-                              workers=workers, prepared=True):
-        if scored.error is not None:
-            raise DataError(scored.error)
-        probs[scored.index] = scored.p_melanoma
+    """Validation focal loss, AP and AUC (scikit-learn's, paper §3.1) as ``predict`` scores.
+
+    Under torchrun each rank scores a contiguous block of the split (with rank 0's weights and
+    batch-norm statistics) and every rank gets all the probabilities, in order.
+    """
+    lo, hi = dist.bounds(len(rows))
+    paths = [config.data / r.image for r in rows[lo:hi]]
+    local: list[tuple[float, str | None]] = [
+        (math.nan if s.p_melanoma is None else s.p_melanoma, s.error)
+        for s in score_paths(model, meta, paths, device=device, batch_size=2 * config.batch_size,
+                             workers=workers, prepared=True)
+    ]
+    scored = dist.gather(local)
+    failed = next((e for _, e in scored if e is not None), None)
+    if failed is not None:
+        raise DataError(failed)
+    probs = np.array([p for p, _ in scored], dtype=float)
     labels = np.array([r.label for r in rows])
     p = torch.from_numpy(probs).clamp(1e-7, 1 - 1e-7)
     log_probs = torch.stack([(1 - p).log(), p.log()], dim=1)  # logits whose softmax is (1-p, p)
@@ -316,15 +329,16 @@ def _check_resumable(state: RunState, config: TrainConfig, fingerprint: str) -> 
         )
 
 
-def _cache(dataset: TrainSet) -> None:
-    """Decode the training set into RAM if it takes at most CACHE_RAM_FRACTION of it."""
+def _cache(dataset: TrainSet, processes: int = 1) -> None:
+    """Decode the training set into RAM if it takes at most CACHE_RAM_FRACTION of it (shared by
+    the ``processes`` training processes of this machine, each holding its own copy)."""
     ram, mib = physical_memory(), dataset.cache_bytes / 2**20
-    if ram is None or dataset.cache_bytes > CACHE_RAM_FRACTION * ram:
+    if ram is None or dataset.cache_bytes > CACHE_RAM_FRACTION * ram / processes:
         log.info("decoding training images on the fly (%.0f MiB decoded would not fit in "
                  "%.0f %% of RAM)", mib, 100 * CACHE_RAM_FRACTION)
         return
     t0 = time.perf_counter()
-    dataset.cache(threads=os.cpu_count() or 1)
+    dataset.cache(threads=max(1, (os.cpu_count() or 1) // processes))
     log.info("decoded %d training images into RAM (%.0f MiB) in %.1f s",
              len(dataset), mib, time.perf_counter() - t0)
 
@@ -344,36 +358,45 @@ def train(config: TrainConfig, *, console: Console | None = None) -> TrainResult
     :class:`AttnMelError` for bad options, data or an existing run.
     """
     _check_config(config)
-    device = resolve_device(config.device)
-    train_rows, val_rows, fingerprint = _load_data(config)
-    claim_run_dir(config.out, resume=config.resume, force=config.force)
-    state = load_run_state(config.out / STATE) if config.resume else None
-    if state is not None:
-        _check_resumable(state, config, fingerprint)
-    with _determinism(config):
-        return _run(config, device, train_rows, val_rows, fingerprint, state, console)
+    with process_group(config.device) as (dist, device):
+
+        def setup() -> tuple[list[Row], list[Row], str, RunState | None]:
+            dist.local_batch(config.batch_size)  # the global batch must split evenly
+            train_rows, val_rows, fingerprint = _load_data(config)
+            claim_run_dir(config.out, resume=config.resume, force=config.force)
+            state = load_run_state(config.out / STATE) if config.resume else None
+            if state is not None:
+                _check_resumable(state, config, fingerprint)
+            return train_rows, val_rows, fingerprint, state
+
+        # Rank 0 alone reads and claims the run dir; the other ranks get its data and state.
+        train_rows, val_rows, fingerprint, state = dist.on_main(setup)
+        with _determinism(config):
+            return _run(config, device, train_rows, val_rows, fingerprint, state,
+                        console if dist.is_main else None, dist)
 
 
 def _run(
     config: TrainConfig, device: torch.device, train_rows: list[Row], val_rows: list[Row],
-    fingerprint: str, state: RunState | None, console: Console | None,
+    fingerprint: str, state: RunState | None, console: Console | None, dist: Dist = SINGLE,
 ) -> TrainResult:
     """Build everything (from ``state`` when resuming) and run the remaining epochs."""
-    model = build_model(
+    model = build_model(  # under torchrun the other ranks get rank 0's weights from DDP
         config.arch, config.backbone, config.width,
-        pretrained=config.pretrained and state is None,
-        weights_file=config.pretrained_weights if state is None else None,
+        pretrained=config.pretrained and state is None and dist.is_main,
+        weights_file=config.pretrained_weights if state is None and dist.is_main else None,
     )
     meta = CheckpointMeta(
         arch=config.arch, backbone=config.backbone, width=config.width,
         image_size=config.image_size, train_config=config.as_record(),
         data_fingerprint=fingerprint,
     )
-    if state is not None:
+    if state is not None and dist.is_main:
         model.load_state_dict(last_weights(config.out, state.epoch), strict=True)
     model.to(device)
     if device.type in CHANNELS_LAST_DEVICES:
         model.to(memory_format=torch.channels_last)
+    trained = dist.wrap(model, device, sync_bn=config.sync_bn)  # DDP, or model itself
     opt = _Optimisation.build(model, config, device)
     history: list[dict[str, float]] = []
     start, best_auc, best_epoch = 0, -math.inf, 0
@@ -384,24 +407,27 @@ def _run(
         restore_rng(state.rng)  # after building the model, whose initialisation draws numbers
         log.info("resuming %s after epoch %d of %d", config.out, start, config.epochs)
 
-    workers = default_train_workers() if config.workers is None else config.workers
-    sampler = OversamplingSampler([r.label for r in train_rows], config.oversample, config.seed)
+    workers = (default_train_workers(dist.local_world) if config.workers is None
+               else config.workers)
+    sampler = make_sampler(dist, [r.label for r in train_rows], config.oversample, config.seed,
+                           config.batch_size)
     dataset = TrainSet(config.data, train_rows, config.image_size, config.roi)
     if config.cache_images:
-        _cache(dataset)
+        _cache(dataset, dist.local_world)
     loader = DataLoader(
         dataset,
-        batch_size=config.batch_size,
+        batch_size=dist.local_batch(config.batch_size),
         sampler=sampler,
         num_workers=workers,
         pin_memory=device.type == "cuda",
-        drop_last=len(sampler) > config.batch_size,  # authors' code drops the ragged batch
+        drop_last=len(sampler) > dist.local_batch(config.batch_size),  # authors' code drops
+        # the ragged batch (the sharded sampler has dropped it already)
         persistent_workers=workers > 0,
         prefetch_factor=4 if workers else None,
         generator=torch.Generator().manual_seed(config.seed),  # leaves the global RNG alone
     )
     step = _Step(
-        model, opt, config, device,
+        trained, opt, config, device,
         torch.tensor(meta.mean, device=device).view(1, 3, 1, 1),
         torch.tensor(meta.std, device=device).view(1, 3, 1, 1),
         _amp_dtype(config, device),
@@ -412,13 +438,15 @@ def _run(
             for epoch in range(start, config.epochs):
                 t0, lr = time.perf_counter(), opt.lr
                 sampler.set_epoch(epoch)
-                model.train()
+                trained.train()
                 task = bar.add_task(f"epoch {epoch + 1}/{config.epochs}", total=len(loader))
                 sums, seen = torch.zeros(4, device=device), 0
                 for batch in loader:
                     sums += step(batch)
                     seen += len(batch[3])
                     bar.advance(task)
+                sums, total = dist.sum(sums, seen)  # over all ranks
+                seen = int(total)
                 samples_per_s = seen / (time.perf_counter() - t0)
                 opt.scheduler.step()
                 losses = (sums / max(seen, 1)).tolist()
@@ -426,7 +454,8 @@ def _run(
                     raise AttnMelError(
                         f"training diverged in epoch {epoch + 1} (loss {losses[0]}); lower --lr"
                     )
-                val = _validate(model, meta, config, val_rows, device, workers)
+                dist.broadcast_state(model, buffers_only=True)  # rank 0's BN statistics
+                val = _validate(model, meta, config, val_rows, device, workers, dist)
                 bar.remove_task(task)
                 history.append({
                     "epoch": epoch + 1, "train_loss": losses[0], "train_focal": losses[1],
@@ -436,25 +465,27 @@ def _run(
                 is_best = val["val_auc"] > best_auc  # best by validation AUC (§3.1)
                 if is_best:
                     best_auc, best_epoch = val["val_auc"], epoch + 1
-                save_epoch(config.out, model, meta, RunState(
-                    epoch=epoch + 1, best_auc=best_auc, best_epoch=best_epoch,
-                    train_config=config.as_record(), data_fingerprint=fingerprint,
-                    optimizer=opt.optimizer.state_dict(), scheduler=opt.scheduler.state_dict(),
-                    scaler=opt.scaler.state_dict(),
-                    sampler={"seed": config.seed, "factor": config.oversample, "epoch": epoch + 1},
-                    history=history, rng=capture_rng(),
-                ), is_best=is_best)
-                if epoch + 1 > config.epochs - config.average_last:
-                    save_checkpoint(config.out / epoch_name(epoch + 1), model, meta)
+                if dist.is_main:  # the only rank that writes the run dir
+                    save_epoch(config.out, model, meta, RunState(
+                        epoch=epoch + 1, best_auc=best_auc, best_epoch=best_epoch,
+                        train_config=config.as_record(), data_fingerprint=fingerprint,
+                        optimizer=opt.optimizer.state_dict(),
+                        scheduler=opt.scheduler.state_dict(), scaler=opt.scaler.state_dict(),
+                        sampler={"seed": config.seed, "factor": config.oversample,
+                                 "epoch": epoch + 1},
+                        history=history, rng=capture_rng(),
+                    ), is_best=is_best,
+                       snapshot=epoch + 1 > config.epochs - config.average_last)
                 log.info(
                     "epoch %d/%d  loss %.4f  val AP %.4f  AUC %.4f%s  %.0f samples/s  %.0f s",
                     epoch + 1, config.epochs, losses[0], val["val_ap"], val["val_auc"],
                     "  (best)" if is_best else "", samples_per_s, history[-1]["seconds"],
                 )
         if config.average_last:
-            _average_last(config, model, meta, step, loader, val_rows, device, workers)
+            _average_last(config, model, meta, step, loader, val_rows, device, workers, dist)
     except KeyboardInterrupt:
-        kept = (f"{config.out / LAST} holds epoch {len(history)}; continue with --resume"
+        # the state file, not last.safetensors: a kill between the two may have left last newer
+        kept = (f"{config.out / STATE} holds epoch {len(history)}; continue with --resume"
                 if history else "no epoch completed, nothing saved")
         raise TrainInterrupted(f"interrupted in epoch {epoch + 1}; {kept}") from None
     return TrainResult(config.out, best_epoch, best_auc, history, samples_per_s)
@@ -462,15 +493,28 @@ def _run(
 
 def _average_last(
     config: TrainConfig, model: AttnMelNet, meta: CheckpointMeta, step: _Step, loader: DataLoader,
-    val_rows: Sequence[Row], device: torch.device, workers: int,
+    val_rows: Sequence[Row], device: torch.device, workers: int, dist: Dist = SINGLE,
 ) -> None:
     """Average the last ``config.average_last`` epochs' weights, recompute BN statistics on the
-    training data, validate, and save ``averaged.safetensors``."""
+    training data, validate, and save ``averaged.safetensors``.
+
+    Under torchrun rank 0 reads the epochs' weights and sends the average to the others; each
+    rank re-estimates the statistics on its share of the data and the ranks average them.
+    """
     first = config.epochs - config.average_last + 1
     epochs = list(range(first, config.epochs + 1))
-    states = [read_tensors(config.out / epoch_name(e))[0] for e in epochs]
-    model.load_state_dict(average_state_dicts(states), strict=True)
+    if dist.is_main:
+        missing = [e for e in epochs if not (config.out / epoch_name(e)).is_file()]
+        if missing:
+            raise AttnMelError(
+                f"{config.out}: --average-last {config.average_last} needs the weights of epochs "
+                f"{', '.join(map(str, missing))}, which this run did not keep (was --average-last "
+                "raised on --resume?)"
+            )
+        states = [read_tensors(config.out / epoch_name(e))[0] for e in epochs]
+        model.load_state_dict(average_state_dicts(states), strict=True)
     model.to(device)
+    dist.broadcast_state(model)
 
     def forward(batch: Sequence[Tensor]) -> object:
         x = (batch[0].to(device).float() / 255.0 - step.mean) / step.std
@@ -479,8 +523,10 @@ def _average_last(
         return model(x)
 
     recalibrate_batch_norm(model, loader, forward)
-    val = _validate(model, meta, config, val_rows, device, workers)
+    dist.average_buffers(model)
+    val = _validate(model, meta, config, val_rows, device, workers, dist)
     meta.metrics = {"averaged_epochs": epochs, **val}
-    save_checkpoint(config.out / AVERAGED, model, meta)
+    if dist.is_main:
+        save_checkpoint(config.out / AVERAGED, model, meta)
     log.info("averaged epochs %d–%d: val AP %.4f  AUC %.4f  → %s", first, config.epochs,
              val["val_ap"], val["val_auc"], config.out / AVERAGED)
