@@ -95,7 +95,9 @@ class CheckpointMeta:
                 attnmel_version=header.get("attnmel_version", "unknown"),
             )
         except (KeyError, ValueError, TypeError) as exc:
-            raise CheckpointError(f"{path}: invalid attnmel checkpoint metadata ({exc!r})") from None
+            raise CheckpointError(
+                f"{path}: invalid attnmel checkpoint metadata ({exc!r})"
+            ) from None
         if version > FORMAT_VERSION:
             raise CheckpointError(
                 f"{path}: checkpoint format {version} is newer than this attnmel supports "
@@ -113,7 +115,9 @@ class CheckpointMeta:
         if len(meta.classes) != len(CLASSES) or len(meta.mean) != 3 or len(meta.std) != 3:
             problems.append("classes/mean/std of the wrong length")
         if problems:
-            raise CheckpointError(f"{path}: invalid attnmel checkpoint metadata: {'; '.join(problems)}")
+            raise CheckpointError(
+                f"{path}: invalid attnmel checkpoint metadata: {'; '.join(problems)}"
+            )
         return meta
 
 
@@ -133,7 +137,9 @@ def read_tensors(path: str | Path) -> tuple[dict[str, Tensor], dict[str, str]]:
     """All tensors and the raw header metadata of any safetensors file, validated by safetensors."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found" if not path.exists() else f"{path}: not a file")
+        raise CheckpointError(
+            f"{path}: checkpoint not found" if not path.exists() else f"{path}: not a file"
+        )
     try:
         with safe_open(str(path), framework="pt", device="cpu") as fh:
             header = fh.metadata() or {}
@@ -194,12 +200,14 @@ def load_checkpoint(
     if missing or unexpected or wrong:
         detail = "; ".join(
             f"{what} {names[0]}{f' (+{len(names) - 1} more)' if len(names) > 1 else ''}"
-            for what, names in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
+            for what, names in (
+                ("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)
+            )
             if names
         )
         raise CheckpointError(
-            f"{path}: tensors do not match its metadata (arch={meta.arch}, backbone={meta.backbone}, "
-            f"width={meta.width}): {detail}"
+            f"{path}: tensors do not match its metadata (arch={meta.arch}, "
+            f"backbone={meta.backbone}, width={meta.width}): {detail}"
         )
     model.load_state_dict(tensors, strict=True)
     return model.to(device).eval(), meta

@@ -9,7 +9,7 @@ import functools
 import logging
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
@@ -32,14 +32,17 @@ from attnmel_cli.errors import EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, AttnMelError
 from attnmel_cli.fsio import ensure_dir
 from attnmel_cli.inference import default_workers, resolve_device
 from attnmel_cli.predict import (
+    Row,
     Session,
+    check_overlay_options,
     expand_inputs,
+    overlay_map_name,
     overlay_target,
     parse_shard,
+    predict_rows,
     read_path_list,
     shard,
     write_explanation,
-    write_overlay,
 )
 from attnmel_cli.prepare import (
     DEFAULT_SEED,
@@ -130,10 +133,14 @@ def print_version(value: bool) -> None:
 
 @app.callback()
 def main_options(
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug detail to stderr.")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Log debug detail to stderr.")
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors on stderr.")] = False,
     version: Annotated[
-        bool, typer.Option("--version", is_eager=True, callback=print_version, help="Print the version and exit.")
+        bool,
+        typer.Option("--version", is_eager=True, callback=print_version,
+                     help="Print the version and exit."),
     ] = False,
 ) -> None:
     """Melanoma recognition via visual attention."""
@@ -147,19 +154,30 @@ def main_options(
 
 CheckpointOpt = Annotated[
     Path | None,
-    typer.Option("--checkpoint", "-c", help="attnmel .safetensors checkpoint [default: the model in weights/]."),
+    typer.Option("--checkpoint", "-c",
+                 help="attnmel .safetensors checkpoint [default: the model in weights/]."),
 ]
 PathsArg = Annotated[
-    list[str], typer.Argument(help="Image files, folders, or - to read paths from stdin (one per line).")
+    list[str],
+    typer.Argument(help="Image files, folders, or - to read paths from stdin (one per line)."),
 ]
-RecursiveOpt = Annotated[bool, typer.Option("--recursive", "-r", help="Walk subfolders of folders.")]
-BatchOpt = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per forward pass.")]
+RecursiveOpt = Annotated[
+    bool, typer.Option("--recursive", "-r", help="Walk subfolders of folders.")
+]
+BatchOpt = Annotated[
+    int, typer.Option("--batch-size", "-b", min=1, help="Images per forward pass.")
+]
 WorkersOpt = Annotated[
-    int | None, typer.Option("--workers", "-j", min=0, help="Decoding worker processes [default: cores - 1].")
+    int | None,
+    typer.Option("--workers", "-j", min=0, help="Decoding worker processes [default: cores - 1]."),
 ]
-DeviceOpt = Annotated[str, typer.Option("--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda[:N] or mps.")]
+DeviceOpt = Annotated[
+    str, typer.Option("--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda[:N] or mps.")
+]
 MaxPixelsOpt = Annotated[
-    int, typer.Option("--max-pixels", min=1, help="Refuse images declaring more pixels (decompression bombs).")
+    int,
+    typer.Option("--max-pixels", min=1,
+                 help="Refuse images declaring more pixels (decompression bombs)."),
 ]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite existing output files.")]
 ShardOpt = Annotated[
@@ -180,12 +198,24 @@ def predict(
     recursive: RecursiveOpt = False,
     fmt: Annotated[
         str | None,
-        typer.Option("--format", "-f", help=f"Output: {'|'.join(FORMATS)} [default: table on a terminal, csv when piped]."),
+        typer.Option("--format", "-f", help=f"Output: {'|'.join(FORMATS)} [default: table on a "
+                     "terminal, csv when piped]."),
     ] = None,
-    threshold: Annotated[float, typer.Option(min=0.0, max=1.0, help="Label 1 (melanoma) when p_melanoma ≥ this.")] = 0.5,
-    overlay: Annotated[Path | None, typer.Option(help="Write the attention overlay of the single input image here.")] = None,
-    overlay_dir: Annotated[Path | None, typer.Option(help="Write one attention overlay per image into this folder.")] = None,
-    overlay_map: Annotated[str, typer.Option(help="Map drawn in overlays: pool4, pool3 (attnmel) or cam (vgg16-gap).")] = "auto",
+    threshold: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Label 1 (melanoma) when p_melanoma ≥ this.")
+    ] = 0.5,
+    overlay: Annotated[
+        Path | None,
+        typer.Option(help="Write the attention overlay of the single input image here."),
+    ] = None,
+    overlay_dir: Annotated[
+        Path | None,
+        typer.Option(help="Write one attention overlay per image into this folder."),
+    ] = None,
+    overlay_map: Annotated[
+        str,
+        typer.Option(help="Map drawn in overlays: pool4, pool3 (attnmel) or cam (vgg16-gap)."),
+    ] = "auto",
     batch_size: BatchOpt = 16,
     workers: WorkersOpt = None,
     device: DeviceOpt = "auto",
@@ -195,7 +225,8 @@ def predict(
     amp: Annotated[
         bool,
         typer.Option("--amp/--no-amp",
-                     help="bf16 mixed precision on CUDA (faster; rounds the logits, so scores may tie)."),
+                     help="bf16 mixed precision on CUDA (faster; rounds the logits, so scores "
+                     "may tie)."),
     ] = False,
 ) -> None:
     """Score images: one record per image on stdout (path, p_melanoma, label, checkpoint).
@@ -220,54 +251,27 @@ def _predict(
         if fmt not in FORMATS:
             raise AttnMelError(f"unknown --format {fmt!r}; choose one of {', '.join(FORMATS)}")
         inputs = collect_inputs(paths, recursive, shard_spec)
-        if overlay is not None and len(inputs) != 1:
-            raise AttnMelError(f"--overlay takes exactly one input image, got {len(inputs)}; use --overlay-dir")
-        if overlay is not None and overlay.exists() and not force:
-            raise AttnMelError(f"{overlay}: already exists; pass --force to overwrite it")
-        for folder in (overlay_dir, overlay.parent if overlay is not None else None):
-            if folder is not None:
-                ensure_dir(folder)  # a folder that cannot be written fails now, not per image
+        check_overlay_options(inputs, overlay, overlay_dir, force)
         return inputs, resolve_checkpoint(checkpoint)
 
     inputs, checkpoint_path = dist.on_main(setup)
     session = Session.load(checkpoint_path, dev)
-    want_maps = overlay is not None or overlay_dir is not None
-    map_name = session.map_names()[-1:] if overlay_map == "auto" else [overlay_map]
-    if want_maps and (not map_name or map_name[0] not in session.map_names()):
-        raise AttnMelError(
-            f"{session.name}: a {session.meta.arch} checkpoint has no "
-            f"{map_name[0] if map_name else 'attention'} map to overlay "
-            f"(available: {', '.join(session.map_names()) or 'none'})"
-        )
-    lo, hi = dist.bounds(len(inputs))  # this process's block (all of them outside torchrun)
-    taken = set[str]()
-    targets = (  # under torchrun overlay names are settled over all inputs, in order
-        [overlay_target(p, overlay_dir, taken) for p in inputs][lo:hi]
-        if dist.enabled and overlay_dir is not None else None
+    map_name = (
+        overlay_map_name(session, overlay_map)
+        if overlay is not None or overlay_dir is not None else None
     )
+    lo, hi = dist.bounds(len(inputs))  # this process's block (all of them outside torchrun)
 
-    def results() -> Any:
-        """(path, p_melanoma, error) of this block, in order; overlays written on the way."""
+    def results() -> Iterator[Row]:
         with progress(dist.is_main) as bar:
             task = bar.add_task("scoring", total=hi - lo)
-            for scored in session.score(
-                inputs[lo:hi], batch_size=batch_size,
+            yield from predict_rows(
+                session, inputs, (lo, hi), overlay=overlay, overlay_dir=overlay_dir,
+                map_name=map_name, batch_size=batch_size,
                 workers=dist.workers(default_workers()) if workers is None else workers,
-                keep_maps=want_maps, max_pixels=max_pixels, amp=amp,
-            ):
-                error = scored.error
-                if error is None and want_maps:
-                    target = overlay or (
-                        targets[scored.index] if targets is not None
-                        else overlay_target(scored.path, overlay_dir, taken)  # type: ignore[arg-type]
-                    )
-                    try:
-                        write_overlay(scored, session.meta, map_name[0], target,
-                                      max_pixels=max_pixels, overwrite=force)
-                    except AttnMelError as exc:
-                        error = str(exc)
-                yield scored.path, scored.p_melanoma, error
-                bar.advance(task)
+                max_pixels=max_pixels, force=force, amp=amp,
+                advance=lambda: bar.advance(task),
+            )
 
     # One process streams its records; under torchrun rank 0 gathers every block, in order.
     rows = dist.gather(list(results())) if dist.enabled else results()
@@ -288,7 +292,9 @@ def _predict(
 @handle_errors
 def explain(
     paths: PathsArg,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for overlays, composites and raw maps.")],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Folder for overlays, composites and raw maps.")
+    ],
     checkpoint: CheckpointOpt = None,
     recursive: RecursiveOpt = False,
     batch_size: BatchOpt = 8,
@@ -305,8 +311,8 @@ def explain(
     session = Session.load(resolve_checkpoint(checkpoint), resolve_device(device))
     if not session.map_names():
         raise AttnMelError(
-            f"{session.name}: a {session.meta.arch} checkpoint has neither attention maps nor a CAM; "
-            "explain needs an attnmel or vgg16-gap checkpoint"
+            f"{session.name}: a {session.meta.arch} checkpoint has neither attention maps nor a "
+            "CAM; explain needs an attnmel or vgg16-gap checkpoint"
         )
     failed, taken = 0, set[str]()
     with progress() as bar:
@@ -316,9 +322,11 @@ def explain(
         ):
             error = scored.error
             if error is None:
-                stem = overlay_target(scored.path, out, taken, suffix="").name.removesuffix("_attention")
+                target = overlay_target(scored.path, out, taken, suffix="")
+                stem = target.name.removesuffix("_attention")
                 try:
-                    written = write_explanation(scored, session.meta, out, stem, max_pixels=max_pixels, overwrite=force)
+                    written = write_explanation(scored, session.meta, out, stem,
+                                                max_pixels=max_pixels, overwrite=force)
                     log.debug("%s: wrote %s", scored.path, ", ".join(p.name for p in written))
                 except AttnMelError as exc:
                     error = str(exc)
@@ -582,7 +590,8 @@ def train_command(
         TrainConfig(
             data=data, out=out, arch=arch, backbone=backbone, pretrained=pretrained,
             pretrained_weights=pretrained_weights, roi=roi, epochs=epochs, batch_size=batch_size,
-            lr=lr, lr_step=lr_step, average_last=average_last, oversample=oversample, width=width, image_size=image_size, seed=seed,
+            lr=lr, lr_step=lr_step, average_last=average_last, oversample=oversample, width=width,
+            image_size=image_size, seed=seed,
             deterministic=deterministic, device=device, workers=workers, amp=amp,
             cache_images=cache_images, resume=resume, force=force, sync_bn=sync_bn,
         ),

@@ -48,7 +48,9 @@ def map_on_photo(
 def colorize(values: np.ndarray) -> np.ndarray:
     """(H, W) values in [0, 1] (NaN allowed) → (H, W, 3) uint8 RGB with the JET colour map."""
     scaled = np.nan_to_num(values, nan=0.0)
-    bgr = cv2.applyColorMap(np.clip(scaled * 255.0 + 0.5, 0, 255).astype(np.uint8), cv2.COLORMAP_JET)
+    bgr = cv2.applyColorMap(
+        np.clip(scaled * 255.0 + 0.5, 0, 255).astype(np.uint8), cv2.COLORMAP_JET
+    )
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
@@ -77,7 +79,8 @@ def overlay(
 def composite(panels: list[tuple[str, Image.Image]], height: int = 384) -> Image.Image:
     """Panels side by side (photo | pool-3 | pool-4 …), each scaled to ``height``, captioned."""
     scaled = [
-        (label, img.resize((max(1, round(img.width * height / img.height)), height), Image.BILINEAR))
+        (label,
+         img.resize((max(1, round(img.width * height / img.height)), height), Image.BILINEAR))
         for label, img in panels
     ]
     caption = 18

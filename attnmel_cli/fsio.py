@@ -57,7 +57,9 @@ def atomic_path(target: str | Path, *, overwrite: bool = True) -> Iterator[Path]
         raise
 
 
-def write_atomic(target: str | Path, writer: Callable[[Path], None], *, overwrite: bool = True) -> Path:
+def write_atomic(
+    target: str | Path, writer: Callable[[Path], None], *, overwrite: bool = True
+) -> Path:
     """Call ``writer(tmp_path)`` and rename the result onto ``target``."""
     with atomic_path(target, overwrite=overwrite) as tmp:
         writer(tmp)

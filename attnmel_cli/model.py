@@ -91,12 +91,16 @@ class AttentionGate(nn.Module):
 class AttnMelNet(nn.Module):
     """VGG-16 backbone (dense layers removed except for ``arch='vgg16'``) with the chosen head."""
 
-    def __init__(self, arch: str = "attnmel", backbone: str = "vgg16_bn", width: float = 1.0) -> None:
+    def __init__(
+        self, arch: str = "attnmel", backbone: str = "vgg16_bn", width: float = 1.0
+    ) -> None:
         super().__init__()
         if arch not in ARCHS:
             raise AttnMelError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
         if backbone not in BACKBONES:
-            raise AttnMelError(f"unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")
+            raise AttnMelError(
+                f"unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)}"
+            )
         if not 0 < width <= 1:
             raise AttnMelError(f"width must be in (0, 1], got {width}")
         self.arch, self.backbone, self.width = arch, backbone, width
@@ -188,14 +192,14 @@ def _imagenet_state_dict(backbone: str, weights_file: Path | None) -> dict[str, 
             return load_file(weights_file)
         try:  # weights_only: tensors only, no pickled code is executed
             return torch.load(weights_file, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - any failure means an unusable file
+        except Exception as exc:  # any failure means an unusable file
             raise AttnMelError(f"{weights_file}: not a torchvision state dict ({exc})") from None
     cached = imagenet_weights_file(backbone)
     if not cached.is_file():
         raise AttnMelError(
             f"ImageNet weights for {backbone} are not in the torch hub cache (expected {cached}, "
-            f"from {_imagenet_weights(backbone).url}); download that file there, pass its path with "
-            "--pretrained-weights FILE, or train from scratch with --no-pretrained"
+            f"from {_imagenet_weights(backbone).url}); download that file there, pass its path "
+            "with --pretrained-weights FILE, or train from scratch with --no-pretrained"
         )
     return _imagenet_weights(backbone).get_state_dict(progress=False, check_hash=True)
 

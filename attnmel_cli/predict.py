@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +13,7 @@ import torch
 from attnmel_cli.checkpoint import CheckpointMeta, load_checkpoint
 from attnmel_cli.errors import AttnMelError
 from attnmel_cli.explain import explanation_images, save_image
-from attnmel_cli.fsio import atomic_path
+from attnmel_cli.fsio import atomic_path, ensure_dir
 from attnmel_cli.inference import Scored, score_paths
 from attnmel_cli.model import AttnMelNet
 from attnmel_cli.preprocess import DEFAULT_MAX_PIXELS, load_photo, network_box
@@ -49,7 +49,9 @@ def expand_inputs(items: Iterable[str], *, recursive: bool = False) -> Iterator[
         found = path.rglob("*") if recursive else path.iterdir()
         files = sorted(p for p in found if p.is_file() and _is_photo(p))
         if not files:
-            log.warning("%s: no image files found%s", path, "" if recursive else " (try --recursive)")
+            log.warning(
+                "%s: no image files found%s", path, "" if recursive else " (try --recursive)"
+            )
         yield from (str(p) for p in files)
 
 
@@ -176,12 +178,86 @@ def write_explanation(
     ]
     written.append(save_image(panel, out_dir / f"{stem}_composite.png", overwrite=overwrite))
     raw = out_dir / f"{stem}_maps.npz"
-    with atomic_path(raw, overwrite=overwrite) as tmp:
-        with tmp.open("wb") as fh:
-            np.savez_compressed(
-                fh, box=np.asarray(box, np.float32), p_melanoma=np.float32(scored.p_melanoma),
-                **{k: v.astype(np.float32) for k, v in scored.maps.items()},
-            )
+    with atomic_path(raw, overwrite=overwrite) as tmp, tmp.open("wb") as fh:
+        np.savez_compressed(
+            fh, box=np.asarray(box, np.float32), p_melanoma=np.float32(scored.p_melanoma),
+            **{k: v.astype(np.float32) for k, v in scored.maps.items()},
+        )
     written.append(raw)
     return written
 
+
+
+def check_overlay_options(
+    inputs: Sequence[str], overlay: Path | None, overlay_dir: Path | None, force: bool
+) -> None:
+    """Refuse ``--overlay`` with several inputs or onto an existing file; create output folders
+    now, so that a folder that cannot be written fails once instead of once per image."""
+    if overlay is not None and len(inputs) != 1:
+        raise AttnMelError(
+            f"--overlay takes exactly one input image, got {len(inputs)}; use --overlay-dir"
+        )
+    if overlay is not None and overlay.exists() and not force:
+        raise AttnMelError(f"{overlay}: already exists; pass --force to overwrite it")
+    for folder in (overlay_dir, overlay.parent if overlay is not None else None):
+        if folder is not None:
+            ensure_dir(folder)
+
+
+def overlay_map_name(session: Session, requested: str) -> str:
+    """The map drawn in overlays: ``auto`` is the deepest one (pool-4, or the CAM)."""
+    names = session.map_names()
+    name = names[-1] if requested == "auto" and names else requested
+    if name not in names:
+        raise AttnMelError(
+            f"{session.name}: a {session.meta.arch} checkpoint has no "
+            f"{'attention' if requested == 'auto' else name} map to overlay "
+            f"(available: {', '.join(names) or 'none'})"
+        )
+    return name
+
+
+Row = tuple[str, float | None, str | None]  # path, p_melanoma, error
+
+
+def predict_rows(
+    session: Session,
+    inputs: Sequence[str],
+    block: tuple[int, int],
+    *,
+    overlay: Path | None = None,
+    overlay_dir: Path | None = None,
+    map_name: str | None = None,
+    batch_size: int = 16,
+    workers: int | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    force: bool = False,
+    amp: bool = False,
+    advance: Callable[[], None] = lambda: None,
+) -> Iterator[Row]:
+    """Score ``inputs[lo:hi]`` in order, writing each image's overlay on the way.
+
+    Overlay names are settled over all of ``inputs``, so that every block of a distributed run
+    names its files as a single process would.
+    """
+    lo, hi = block
+    taken: set[str] = set()
+    targets = (
+        [overlay_target(p, overlay_dir, taken) for p in inputs][lo:hi]
+        if overlay_dir is not None else None
+    )
+    want_maps = map_name is not None and (overlay is not None or targets is not None)
+    for scored in session.score(
+        inputs[lo:hi], batch_size=batch_size, workers=workers, keep_maps=want_maps,
+        max_pixels=max_pixels, amp=amp,
+    ):
+        error = scored.error
+        if error is None and want_maps:
+            target = overlay if overlay is not None else targets[scored.index]  # type: ignore[index]
+            try:
+                write_overlay(scored, session.meta, map_name, target,  # type: ignore[arg-type]
+                              max_pixels=max_pixels, overwrite=force)
+            except AttnMelError as exc:
+                error = str(exc)
+        yield scored.path, scored.p_melanoma, error
+        advance()

@@ -18,7 +18,9 @@ FIELDS = ("path", "p_melanoma", "label", "checkpoint", "error")
 FORMATS = ("table", "csv", "jsonl")
 
 
-def record(path: str, p: float | None, threshold: float, checkpoint: str, error: str | None) -> dict[str, Any]:
+def record(
+    path: str, p: float | None, threshold: float, checkpoint: str, error: str | None
+) -> dict[str, Any]:
     """One scoring record; ``label`` is 1 (melanoma) when ``p >= threshold``."""
     rec: dict[str, Any] = {
         "path": path,

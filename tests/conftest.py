@@ -1,15 +1,31 @@
-"""Shared pytest fixtures (keep additive: several test files rely on these)."""
+"""Shared pytest fixtures (keep additive: several test files rely on these).
+
+``tests`` is not a package, so what the test files share is handed to them as fixtures: the tiny
+checkpoints, ``invoke`` (the CLI in-process), ``restore_logging``, ``make_photo`` and
+``labelled`` (synthetic photos), ``isic2017_subset`` (a prepared ISIC 2017 subset), and
+``run_metrics`` and ``assert_same_run`` (a training run's results).
+"""
 
 from __future__ import annotations
 
+import csv
+import logging
 import os
+import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
+from typer.testing import CliRunner, Result
 
-from attnmel_cli.checkpoint import CheckpointMeta, save_checkpoint
+from attnmel_cli.checkpoint import CheckpointMeta, read_tensors, save_checkpoint
+from attnmel_cli.cli import app
 from attnmel_cli.model import build_model
+from attnmel_cli.prepare import prepare_dataset
+from attnmel_cli.run_dir import BEST, LAST, METRICS
 
 # Tiny models gain nothing from intra-op threads, and on a small shared machine OpenMP spinning
 # makes a 4 ms forward pass take 0.5 s; OMP_NUM_THREADS still overrides this.
@@ -18,6 +34,7 @@ if "OMP_NUM_THREADS" not in os.environ:
 
 TINY_WIDTH = 0.0625
 TINY_SIZE = 64
+ISIC2017 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "isic2017-256"
 
 
 def _tiny(folder: Path, arch: str, seed: int) -> Path:
@@ -37,3 +54,130 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_gap_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random-init ``vgg16-gap`` checkpoint (its maps are a CAM), same size as above."""
     return _tiny(tmp_path_factory.mktemp("ckpt"), "vgg16-gap", 1)
+
+
+# ── the command line in-process ───────────────────────────────────────────────────────────────
+
+
+def _invoke(*args: str | Path, stdin: str | None = None, env: dict[str, str] | None = None,
+            ) -> Result:
+    return CliRunner().invoke(app, [str(a) for a in args], input=stdin, env=env)
+
+
+@pytest.fixture(scope="session")
+def invoke() -> Callable[..., Result]:
+    """``invoke(*args, stdin=None, env=None)``: ``attnmel ARGS`` through typer's CliRunner."""
+    return _invoke
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """The CLI points the root logger at CliRunner's (then closed) stderr: undo that.
+
+    Modules that run the CLI in-process use it for every test:
+    ``pytestmark = pytest.mark.usefixtures("restore_logging")``.
+    """
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+# ── synthetic photos ──────────────────────────────────────────────────────────────────────────
+
+
+def _photo(path: Path, seed: int) -> Path:
+    rng = np.random.default_rng(seed)
+    small = rng.integers(30, 230, (4, 4, 3), dtype=np.uint8)
+    Image.fromarray(small).resize((80, 72), Image.BILINEAR).save(path, quality=92)
+    return path
+
+
+@pytest.fixture(scope="session")
+def make_photo() -> Callable[[Path, int], Path]:
+    """``make_photo(path, seed)``: write a smooth random 80×72 colour photo there; return path."""
+    return _photo
+
+
+@pytest.fixture(scope="module")
+def labelled(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Six synthetic photos (three melanoma) and labels.csv (image,label): a generic layout."""
+    root = tmp_path_factory.mktemp("labelled")
+    rows = ["image,label"]
+    for i in range(6):
+        _photo(root / f"p{i}.jpg", i)
+        rows.append(f"p{i}.jpg,{i % 2}")
+    (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+# ── a real ISIC 2017 subset, prepared ─────────────────────────────────────────────────────────
+
+
+def _copy_split(split: str, out: Path, melanoma: int, other: int, masks: bool) -> None:
+    """The first ``melanoma`` and ``other`` images of an ISIC 2017 split (with their lesion
+    masks when ``masks``) and the matching rows of its labels file, in the official layout."""
+    src_csv = ISIC2017 / f"ISIC-2017_{split}_Part3_GroundTruth.csv"
+    with src_csv.open(newline="") as fh:
+        rows = list(csv.reader(fh))
+    chosen = ([r for r in rows[1:] if r[1] == "1.0"][:melanoma]
+              + [r for r in rows[1:] if r[1] != "1.0"][:other])
+    data = f"ISIC-2017_{split}_Data"
+    names = [f"{data}/{image_id}.jpg" for image_id, *_ in chosen]
+    if masks:
+        truth = f"ISIC-2017_{split}_Part1_GroundTruth"
+        names += [f"{truth}/{image_id}_segmentation.png" for image_id, *_ in chosen]
+    for name in names:
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ISIC2017 / name, out / name)
+    with (out / src_csv.name).open("w", newline="") as fh:
+        csv.writer(fh).writerows([rows[0], *chosen])
+
+
+@pytest.fixture(scope="session")
+def isic2017_subset(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """``isic2017_subset({split: (melanoma, other)}, masks=True)``: that many images of each
+    ISIC 2017 split (``"Training"``, ``"Validation"``) through ``prepare``; returns the prepared
+    folder. Skips the test when the real data is not on this machine."""
+
+    def make(subset: dict[str, tuple[int, int]], *, masks: bool = True) -> Path:
+        if not ISIC2017.is_dir():
+            pytest.skip(f"real ISIC 2017 data not found at {ISIC2017}; see shared/data/README.md")
+        root = tmp_path_factory.mktemp("isic2017-subset")
+        for split, (melanoma, other) in subset.items():
+            _copy_split(split, root / "source", melanoma, other, masks)
+        prepare_dataset(root / "source", root / "prepared", workers=2)
+        return root / "prepared"
+
+    return make
+
+
+# ── training runs ─────────────────────────────────────────────────────────────────────────────
+
+
+def _run_metrics(run: Path) -> list[dict[str, str]]:
+    with (run / METRICS).open(newline="") as fh:
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(fh)]
+
+
+def _assert_same_run(a: Path, b: Path) -> None:
+    assert _run_metrics(a) == _run_metrics(b)
+    for name in (LAST, BEST):
+        ta, _ = read_tensors(a / name)
+        tb, _ = read_tensors(b / name)
+        assert ta.keys() == tb.keys()
+        assert all(torch.equal(ta[k], tb[k]) for k in ta), name
+
+
+@pytest.fixture(scope="session")
+def run_metrics() -> Callable[[Path], list[dict[str, str]]]:
+    """``run_metrics(run)``: the rows of a run dir's metrics.csv, without the ``seconds`` column."""
+    return _run_metrics
+
+
+@pytest.fixture(scope="session")
+def assert_same_run() -> Callable[[Path, Path], None]:
+    """``assert_same_run(a, b)``: the two run dirs hold identical final weights (last and best)
+    and the same metrics.csv except ``seconds``."""
+    return _assert_same_run

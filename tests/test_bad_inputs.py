@@ -16,27 +16,26 @@ import builtins
 import csv
 import io
 import json
-import logging
 import os
 import shutil
 import struct
 import subprocess
 import sys
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image, ImageOps
-from typer.testing import CliRunner
 
 from attnmel_cli.checkpoint import DEFAULT_CHECKPOINT_ENV
-from attnmel_cli.cli import app
 from attnmel_cli.manifest import MANIFEST_NAME, read_manifest
 from attnmel_cli.preprocess import paper_crop
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
+
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 # ── the corpus ────────────────────────────────────────────────────────────────────────────────
 
@@ -163,20 +162,6 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_corpus(tmp_path_factory.mktemp("corpus") / "photos")
 
 
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    """The CLI points the root logger at CliRunner's (then closed) stderr: undo that."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-
-
-def _invoke(*args: str | Path, stdin: str | None = None):
-    return CliRunner().invoke(app, [str(a) for a in args], input=stdin)
-
-
 def _lines_naming(stderr: str, name: str) -> list[str]:
     return [line for line in stderr.splitlines() if name in line]
 
@@ -213,14 +198,14 @@ def _check_rotated_overlay(overlay: Path) -> None:
 
 
 def test_predict_scores_the_good_and_names_each_bad_file_once(
-    corpus: Path, tiny_checkpoint: Path, tmp_path: Path
+    corpus: Path, tiny_checkpoint: Path, tmp_path: Path, invoke
 ) -> None:
     empty_dir = tmp_path / "empty folder"
     empty_dir.mkdir()
     # The folder, a missing path and an empty folder as arguments; two files again on stdin.
     stdin = f"{corpus / 'plain.jpg'}\n{corpus / 'bomb.png'}\n"
     overlays = tmp_path / "overlays"
-    result = _invoke(
+    result = invoke(
         "predict", corpus, missing_path(tmp_path), empty_dir, "-", "-c", tiny_checkpoint,
         "-f", "jsonl", "-j", "0", "-b", "4", "--overlay-dir", overlays, stdin=stdin,
     )
@@ -261,12 +246,12 @@ def test_predict_scores_the_good_and_names_each_bad_file_once(
 
 
 def test_predict_table_format_shows_markup_in_names_literally(
-    corpus: Path, tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+    corpus: Path, tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch, invoke
 ) -> None:
     monkeypatch.chdir(corpus)  # short paths: the table is as wide as a terminal
     name = "markup [bold]x[red] :smile:.png"
-    result = _invoke("predict", name, "zero-bytes.jpg", "-c", tiny_checkpoint, "-f", "table",
-                     "-j", "0")
+    result = invoke("predict", name, "zero-bytes.jpg", "-c", tiny_checkpoint, "-f", "table",
+                    "-j", "0")
     assert result.exit_code == 2, result.stderr
     assert name in result.stdout and "Traceback" not in result.output
     _check_one_line_each(result.stderr, {"zero-bytes.jpg": "empty file"})
@@ -276,11 +261,11 @@ def test_predict_table_format_shows_markup_in_names_literally(
 
 
 def test_explain_writes_the_good_and_names_each_bad_file_once(
-    corpus: Path, tiny_checkpoint: Path, tmp_path: Path
+    corpus: Path, tiny_checkpoint: Path, tmp_path: Path, invoke
 ) -> None:
     out = tmp_path / "explained"
-    result = _invoke("explain", corpus, missing_path(tmp_path), "-c", tiny_checkpoint, "-o", out,
-                     "-j", "0", "-b", "4")
+    result = invoke("explain", corpus, missing_path(tmp_path), "-c", tiny_checkpoint, "-o", out,
+                    "-j", "0", "-b", "4")
     assert result.exit_code == 2, result.stderr
     bad = {**{n: p for n, (_, p) in BAD.items()}, MISSING: "no such file"}
     _check_one_line_each(result.stderr, bad)
@@ -317,7 +302,7 @@ def _mask(path: Path, size: tuple[int, int]) -> None:
 
 
 def test_evaluate_generic_layout_scores_the_good_and_names_each_bad_file_once(
-    corpus: Path, tiny_checkpoint: Path, tmp_path: Path
+    corpus: Path, tiny_checkpoint: Path, tmp_path: Path, invoke
 ) -> None:
     names = [*GOOD, *BAD]
     src = _labelled_source(tmp_path / "src", corpus, names)
@@ -326,8 +311,8 @@ def test_evaluate_generic_layout_scores_the_good_and_names_each_bad_file_once(
     _mask(masks / "plain_segmentation.png", _size(corpus / "plain.jpg"))
     _mask(masks / "alpha_segmentation.png", (33, 17))  # not the photo's size
     out = tmp_path / "report"
-    result = _invoke("evaluate", "--data", src, "-c", tiny_checkpoint, "-f", "json",
-                     "--bootstrap", "0", "-j", "0", "--device", "cpu", "--out", out)
+    result = invoke("evaluate", "--data", src, "-c", tiny_checkpoint, "-f", "json",
+                    "--bootstrap", "0", "-j", "0", "--device", "cpu", "--out", out)
     assert result.exit_code == 2, result.stderr
     bad = {
         **{n: p for n, (_, p) in BAD.items()},
@@ -345,7 +330,7 @@ def test_evaluate_generic_layout_scores_the_good_and_names_each_bad_file_once(
 
 
 def test_label_files_with_missing_or_duplicate_ids_bad_values_or_columns_are_refused(
-    corpus: Path, tiny_checkpoint: Path, tmp_path: Path
+    corpus: Path, tiny_checkpoint: Path, tmp_path: Path, invoke
 ) -> None:
     """evaluate (on data never prepared) and prepare read label files alike: every problem
     listed with its line, exit 1, nothing written."""
@@ -360,7 +345,7 @@ def test_label_files_with_missing_or_duplicate_ids_bad_values_or_columns_are_ref
     evaluate = ["evaluate", "--data", src, "-c", tiny_checkpoint, "--bootstrap", "0", "-j", "0"]
     prepare = ["prepare", src, "--out", tmp_path / "prepared"]
     for args in (evaluate, prepare):
-        result = _invoke(*args)
+        result = invoke(*args)
         assert result.exit_code == 1 and "Traceback" not in result.output
         for needle in ("label without image (1): gone", "duplicate id in labels (1): plain",
                        "bad label (2): cmyk (labels.csv:7: 'maybe'), (empty id) (labels.csv:8"):
@@ -368,7 +353,7 @@ def test_label_files_with_missing_or_duplicate_ids_bad_values_or_columns_are_ref
     # the wrong columns: no label file recognised at all
     (src / "labels.csv").write_text("file,diagnosis\nphotos/plain.jpg,melanoma\n")
     for args in (evaluate, prepare):
-        result = _invoke(*args)
+        result = invoke(*args)
         assert result.exit_code == 1 and "Traceback" not in result.output
         (line,) = _lines_naming(result.stderr, "labels.csv")
         assert "not a label file" in line and "image,label" in line, (args[0], result.stderr)
@@ -376,18 +361,18 @@ def test_label_files_with_missing_or_duplicate_ids_bad_values_or_columns_are_ref
 
 
 def test_prepared_mask_of_the_wrong_size_is_one_failed_image(
-    corpus: Path, tiny_checkpoint: Path, tmp_path: Path
+    corpus: Path, tiny_checkpoint: Path, tmp_path: Path, invoke
 ) -> None:
     names = ["plain.jpg", "alpha.png", "cmyk.jpg", "palette.png"]
     src = _labelled_source(tmp_path / "src", corpus, names)
     for name in names:
         _mask(src / "photos" / f"{Path(name).stem}_segmentation.png", _size(corpus / name))
     prepared = tmp_path / "prepared"
-    assert _invoke("prepare", src, "--out", prepared, "--val-fraction", "0").exit_code == 0
+    assert invoke("prepare", src, "--out", prepared, "--val-fraction", "0").exit_code == 0
     bad_mask = prepared / "masks" / "lesion" / "cmyk.png"
     _mask(bad_mask, (100, 100))  # no longer the prepared 256×256
-    result = _invoke("evaluate", "--data", prepared, "--split", "train", "-c", tiny_checkpoint,
-                     "-f", "json", "--bootstrap", "0", "-j", "0")
+    result = invoke("evaluate", "--data", prepared, "--split", "train", "-c", tiny_checkpoint,
+                    "-f", "json", "--bootstrap", "0", "-j", "0")
     assert result.exit_code == 2, result.stderr
     _check_one_line_each(result.stderr, {"cmyk.png": "lesion mask is 100×100 px"})
     assert json.loads(result.stdout)["checkpoints"][0]["n_images"] == 3
@@ -396,10 +381,10 @@ def test_prepared_mask_of_the_wrong_size_is_one_failed_image(
 # ── prepare ───────────────────────────────────────────────────────────────────────────────────
 
 
-def test_prepare_takes_every_odd_but_good_photo(corpus: Path, tmp_path: Path) -> None:
+def test_prepare_takes_every_odd_but_good_photo(corpus: Path, tmp_path: Path, invoke) -> None:
     src = _labelled_source(tmp_path / "src", corpus, list(GOOD))
     out = tmp_path / "prepared"
-    result = _invoke("prepare", src, "--out", out, "--val-fraction", "0")
+    result = invoke("prepare", src, "--out", out, "--val-fraction", "0")
     assert result.exit_code == 0, result.stderr
     rows = read_manifest(out)
     assert sorted(r.image_id for r in rows) == sorted(Path(n).stem for n in GOOD)
@@ -414,14 +399,14 @@ def test_prepare_takes_every_odd_but_good_photo(corpus: Path, tmp_path: Path) ->
 
 
 def test_prepare_names_every_unusable_file_and_writes_no_manifest(
-    corpus: Path, tmp_path: Path
+    corpus: Path, tmp_path: Path, invoke
 ) -> None:
     # files whose header cannot be read are found by the checks (nothing written)…
     src = _labelled_source(tmp_path / "src", corpus, ["plain.jpg", "cmyk.jpg", "zero-bytes.jpg",
                                                       "text named.jpg", "ünïcode brökën.jpg",
                                                       "bomb.png"])
     out = tmp_path / "out"
-    result = _invoke("prepare", src, "--out", out)
+    result = invoke("prepare", src, "--out", out)
     assert result.exit_code == 1 and "Traceback" not in result.output
     for name, problem in (("zero-bytes.jpg", "unreadable image"),
                           ("text named.jpg", "unreadable image"),
@@ -433,7 +418,7 @@ def test_prepare_names_every_unusable_file_and_writes_no_manifest(
     # …files that only fail to decode, when writing: listed, and no manifest.csv
     src2 = _labelled_source(tmp_path / "src2", corpus, ["plain.jpg", "cmyk.jpg", "truncated.jpg",
                                                         "one-pixel.png"])
-    result = _invoke("prepare", src2, "--out", out)
+    result = invoke("prepare", src2, "--out", out)
     assert result.exit_code == 1 and "Traceback" not in result.output
     for name, problem in (("truncated.jpg", "cannot decode"),
                           ("one-pixel.png", "smaller than the minimum")):
@@ -446,35 +431,35 @@ def test_prepare_names_every_unusable_file_and_writes_no_manifest(
 
 
 def test_max_pixels_refuses_then_accepts_a_genuine_large_image(
-    corpus: Path, tiny_checkpoint: Path, tmp_path: Path
+    corpus: Path, tiny_checkpoint: Path, tmp_path: Path, invoke
 ) -> None:
     photo = corpus / "plain.jpg"  # 96×72 = 6912 pixels; the others below have fewer than 6000
     small_limit = ["--max-pixels", "6000"]
-    low = _invoke("predict", photo, "-c", tiny_checkpoint, "-f", "csv", "-j", "0", *small_limit)
+    low = invoke("predict", photo, "-c", tiny_checkpoint, "-f", "csv", "-j", "0", *small_limit)
     assert low.exit_code == 2
     (line,) = _lines_naming(low.stderr, "plain.jpg")
     assert "pixel limit" in line and "--max-pixels" in line
-    high = _invoke("predict", photo, "-c", tiny_checkpoint, "-f", "csv", "-j", "0",
-                   "--max-pixels", "6912")
+    high = invoke("predict", photo, "-c", tiny_checkpoint, "-f", "csv", "-j", "0",
+                  "--max-pixels", "6912")
     assert high.exit_code == 0, high.stderr
-    low = _invoke("explain", photo, "-c", tiny_checkpoint, "-o", tmp_path / "e", "-j", "0",
-                  *small_limit)
+    low = invoke("explain", photo, "-c", tiny_checkpoint, "-o", tmp_path / "e", "-j", "0",
+                 *small_limit)
     assert low.exit_code == 2 and "--max-pixels" in low.stderr
     names = ["plain.jpg", "markup [bold]x[red] :smile:.png", "smaller-than-crop.png",
              "palette.png"]
     src = _labelled_source(tmp_path / "src", corpus, names)
-    low = _invoke("prepare", src, "--out", tmp_path / "p", *small_limit)
+    low = invoke("prepare", src, "--out", tmp_path / "p", *small_limit)
     assert low.exit_code == 1 and "--max-pixels" in low.stderr and "plain.jpg" in low.stderr
-    assert _invoke("prepare", src, "--out", tmp_path / "p", "--max-pixels", "7000",
-                   "--val-fraction", "0").exit_code == 0
-    low = _invoke("evaluate", "--data", src, "-c", tiny_checkpoint, "-f", "json", "--bootstrap",
-                  "0", "-j", "0", *small_limit)
+    assert invoke("prepare", src, "--out", tmp_path / "p", "--max-pixels", "7000",
+                  "--val-fraction", "0").exit_code == 0
+    low = invoke("evaluate", "--data", src, "-c", tiny_checkpoint, "-f", "json", "--bootstrap",
+                 "0", "-j", "0", *small_limit)
     assert low.exit_code == 2, low.stderr
     (line,) = _lines_naming(low.stderr, "plain.jpg")
     assert "--max-pixels" in line
     assert json.loads(low.stdout)["checkpoints"][0]["n_images"] == 3
-    high = _invoke("evaluate", "--data", src, "-c", tiny_checkpoint, "-f", "json", "--bootstrap",
-                   "0", "-j", "0", "--max-pixels", "6912")
+    high = invoke("evaluate", "--data", src, "-c", tiny_checkpoint, "-f", "json", "--bootstrap",
+                  "0", "-j", "0", "--max-pixels", "6912")
     assert high.exit_code == 0, high.stderr
 
 
@@ -506,10 +491,10 @@ def unreadable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_unreadable_file_is_one_line(
-    corpus: Path, tiny_checkpoint: Path, unreadable: Path
+    corpus: Path, tiny_checkpoint: Path, unreadable: Path, invoke
 ) -> None:
-    result = _invoke("predict", unreadable, corpus / "plain.jpg", "-c", tiny_checkpoint,
-                     "-f", "csv", "-j", "0")
+    result = invoke("predict", unreadable, corpus / "plain.jpg", "-c", tiny_checkpoint,
+                    "-f", "csv", "-j", "0")
     assert result.exit_code == 2, result.stderr
     _check_one_line_each(result.stderr, {"locked.jpg": "permission denied"})
     rows = list(csv.DictReader(io.StringIO(result.stdout)))

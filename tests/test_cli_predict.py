@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import logging
 import os
 import shutil
 import subprocess
@@ -20,10 +19,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from typer.testing import CliRunner
 
 from attnmel_cli.checkpoint import DEFAULT_CHECKPOINT_ENV, CheckpointMeta, save_checkpoint
-from attnmel_cli.cli import app
 from attnmel_cli.model import build_model
 from attnmel_cli.preprocess import network_box
 
@@ -32,6 +29,8 @@ FULLRES = SHARED_DATA / "isic2016-test-fullres" / "ISBI2016_ISIC_Part3_Test_Data
 # The three smallest photographs (about 720×540): real files, quick to decode.
 PHOTO_NAMES = ("ISIC_0000213.jpg", "ISIC_0000160.jpg", "ISIC_0000212.jpg")
 HEADER = "path,p_melanoma,label,checkpoint,error"
+
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
 @pytest.fixture(scope="module")
@@ -45,23 +44,15 @@ def photos() -> list[Path]:
     return paths
 
 
-@pytest.fixture(autouse=True)
-def _restore_logging():
-    """The CLI reconfigures the root logger onto CliRunner's (then closed) stderr: undo that."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
+@pytest.fixture
+def predict(invoke):
+    """``predict(ckpt, *args, stdin=None)``: ``attnmel predict`` in-process, decoding in the main
+    process (no worker fork in pytest)."""
 
+    def run(ckpt: Path, *args: str | Path, stdin: str | None = None):
+        return invoke("predict", *args, "-c", ckpt, "-j", "0", stdin=stdin)
 
-def _invoke(*args: str | Path, stdin: str | None = None):
-    return CliRunner().invoke(app, [str(a) for a in args], input=stdin)
-
-
-def _predict(ckpt: Path, *args: str | Path, stdin: str | None = None):
-    """``attnmel predict`` in-process, decoding in the main process (no worker fork in pytest)."""
-    return _invoke("predict", *args, "-c", ckpt, "-j", "0", stdin=stdin)
+    return run
 
 
 def _csv_rows(stdout: str) -> list[dict[str, str]]:
@@ -95,8 +86,8 @@ def _assert_scored(rec: dict, ckpt: Path) -> None:
 # --- predict, in-process ----------------------------------------------------------------------
 
 
-def test_single_file_csv(tiny_checkpoint, photos) -> None:
-    result = _predict(tiny_checkpoint, photos[0], "-f", "csv")
+def test_single_file_csv(tiny_checkpoint, photos, predict) -> None:
+    result = predict(tiny_checkpoint, photos[0], "-f", "csv")
     assert result.exit_code == 0, result.stderr
     (row,) = _csv_rows(result.stdout)
     assert row["path"] == str(photos[0])
@@ -105,14 +96,18 @@ def test_single_file_csv(tiny_checkpoint, photos) -> None:
     assert "attnmel:" not in result.stdout  # logs go to stderr only
 
 
-def test_default_format_when_piped_is_csv_and_threshold_applies(tiny_checkpoint, photos) -> None:
-    low = _csv_rows(_predict(tiny_checkpoint, photos[0], "--threshold", "0").stdout)
-    high = _csv_rows(_predict(tiny_checkpoint, photos[0], "--threshold", "1").stdout)
+def test_default_format_when_piped_is_csv_and_threshold_applies(
+    tiny_checkpoint, photos, predict
+) -> None:
+    low = _csv_rows(predict(tiny_checkpoint, photos[0], "--threshold", "0").stdout)
+    high = _csv_rows(predict(tiny_checkpoint, photos[0], "--threshold", "1").stdout)
     assert low[0]["label"] == "1" and high[0]["label"] == "0"
     assert low[0]["p_melanoma"] == high[0]["p_melanoma"]
 
 
-def test_folder_lists_photos_only_recursive_on_request(tiny_checkpoint, photos, tmp_path) -> None:
+def test_folder_lists_photos_only_recursive_on_request(
+    tiny_checkpoint, photos, tmp_path, predict
+) -> None:
     folder = tmp_path / "photos"
     (folder / "sub").mkdir(parents=True)
     for p in photos[:2]:
@@ -120,30 +115,30 @@ def test_folder_lists_photos_only_recursive_on_request(tiny_checkpoint, photos, 
     shutil.copy(photos[2], folder / "sub" / photos[2].name)
     (folder / "notes.txt").write_text("not a photo")
     Image.new("L", (64, 64)).save(folder / "ISIC_0000213_segmentation.png")  # a mask, skipped
-    flat = _predict(tiny_checkpoint, folder, "-f", "jsonl")
+    flat = predict(tiny_checkpoint, folder, "-f", "jsonl")
     assert flat.exit_code == 0, flat.stderr
     assert [r["path"] for r in _jsonl(flat.stdout)] == sorted(
         str(folder / p.name) for p in photos[:2]
     )
-    deep = _predict(tiny_checkpoint, folder, "-f", "jsonl", "--recursive")
+    deep = predict(tiny_checkpoint, folder, "-f", "jsonl", "--recursive")
     assert deep.exit_code == 0, deep.stderr
     assert len(_jsonl(deep.stdout)) == 3
     empty = tmp_path / "empty"
     empty.mkdir()
-    none = _predict(tiny_checkpoint, empty)
+    none = predict(tiny_checkpoint, empty)
     assert none.exit_code == 1 and "no images to score" in none.stderr
 
 
-def test_paths_from_stdin(tiny_checkpoint, photos) -> None:
+def test_paths_from_stdin(tiny_checkpoint, photos, predict) -> None:
     listing = f"{photos[2]}\n\n{photos[0]}\n"
-    result = _predict(tiny_checkpoint, "-", "-f", "csv", stdin=listing)
+    result = predict(tiny_checkpoint, "-", "-f", "csv", stdin=listing)
     assert result.exit_code == 0, result.stderr
     assert [r["path"] for r in _csv_rows(result.stdout)] == [str(photos[2]), str(photos[0])]
 
 
-def test_bad_file_in_the_batch(tiny_checkpoint, photos, tmp_path) -> None:
+def test_bad_file_in_the_batch(tiny_checkpoint, photos, tmp_path, invoke) -> None:
     bad = _bad_file(tmp_path)
-    result = _invoke(  # --quiet: stderr keeps errors only
+    result = invoke(  # --quiet: stderr keeps errors only
         "--quiet",
         "predict",
         photos[0],
@@ -172,9 +167,9 @@ def test_bad_file_in_the_batch(tiny_checkpoint, photos, tmp_path) -> None:
     assert "Traceback" not in result.output
 
 
-def test_bad_file_in_csv_and_missing_file(tiny_checkpoint, photos, tmp_path) -> None:
+def test_bad_file_in_csv_and_missing_file(tiny_checkpoint, photos, tmp_path, predict) -> None:
     missing = tmp_path / "gone.jpg"
-    result = _predict(tiny_checkpoint, missing, photos[0], "-f", "csv")
+    result = predict(tiny_checkpoint, missing, photos[0], "-f", "csv")
     assert result.exit_code == 2
     rows = _csv_rows(result.stdout)
     assert (
@@ -185,11 +180,13 @@ def test_bad_file_in_csv_and_missing_file(tiny_checkpoint, photos, tmp_path) -> 
     assert "Traceback" not in result.output
 
 
-def test_records_follow_input_order_whatever_the_batch_size(tiny_checkpoint, photos) -> None:
+def test_records_follow_input_order_whatever_the_batch_size(
+    tiny_checkpoint, photos, predict
+) -> None:
     order = [photos[2], photos[0], photos[1], photos[0]]
     runs = []
     for batch in ("1", "3"):
-        result = _predict(tiny_checkpoint, *order, "-f", "jsonl", "-b", batch)
+        result = predict(tiny_checkpoint, *order, "-f", "jsonl", "-b", batch)
         assert result.exit_code == 0, result.stderr
         runs.append(_jsonl(result.stdout))
     for records in runs:
@@ -200,24 +197,24 @@ def test_records_follow_input_order_whatever_the_batch_size(tiny_checkpoint, pho
     assert len({round(p, 6) for p in one[:3]}) == 3  # different photos, different scores
 
 
-def test_table_format(tiny_checkpoint, photos) -> None:
-    result = _predict(tiny_checkpoint, photos[0], "-f", "table")
+def test_table_format(tiny_checkpoint, photos, predict) -> None:
+    result = predict(tiny_checkpoint, photos[0], "-f", "table")
     assert result.exit_code == 0, result.stderr
     assert "p_melanoma" in result.stdout and "prediction" in result.stdout
     assert str(photos[0])[:20] in result.stdout  # the path column (Rich may shorten it to fit)
-    bad = _predict(tiny_checkpoint, photos[0], "-f", "xml")
+    bad = predict(tiny_checkpoint, photos[0], "-f", "xml")
     assert bad.exit_code == 1 and "unknown --format" in bad.stderr
 
 
-def test_overlay_has_the_input_size(tiny_checkpoint, photos, tmp_path) -> None:
+def test_overlay_has_the_input_size(tiny_checkpoint, photos, tmp_path, predict) -> None:
     out = tmp_path / "out.png"
-    result = _predict(tiny_checkpoint, photos[0], "--overlay", out, "-f", "csv")
+    result = predict(tiny_checkpoint, photos[0], "--overlay", out, "-f", "csv")
     assert result.exit_code == 0, result.stderr
     assert _size(out) == _size(photos[0])
     assert len(_csv_rows(result.stdout)) == 1
 
 
-def test_overlay_follows_exif_orientation(tiny_checkpoint, photos, tmp_path) -> None:
+def test_overlay_follows_exif_orientation(tiny_checkpoint, photos, tmp_path, predict) -> None:
     """A photo stored sideways with EXIF orientation 6: the overlay matches what a viewer shows."""
     rotated = tmp_path / "sideways.jpg"
     exif = Image.Exif()
@@ -226,13 +223,13 @@ def test_overlay_follows_exif_orientation(tiny_checkpoint, photos, tmp_path) -> 
         img.save(rotated, exif=exif, quality=90)
         width, height = img.size
     out = tmp_path / "sideways_overlay.png"
-    result = _predict(tiny_checkpoint, rotated, "--overlay", out)
+    result = predict(tiny_checkpoint, rotated, "--overlay", out)
     assert result.exit_code == 0, result.stderr
     assert _size(out) == (height, width)
 
 
-def test_overlay_needs_one_input_and_a_map(tiny_checkpoint, photos, tmp_path) -> None:
-    result = _predict(tiny_checkpoint, *photos[:2], "--overlay", tmp_path / "o.png")
+def test_overlay_needs_one_input_and_a_map(tiny_checkpoint, photos, tmp_path, predict) -> None:
+    result = predict(tiny_checkpoint, *photos[:2], "--overlay", tmp_path / "o.png")
     assert result.exit_code == 1 and "exactly one" in result.stderr
     assert not (tmp_path / "o.png").exists()
     torch.manual_seed(0)
@@ -241,17 +238,17 @@ def test_overlay_needs_one_input_and_a_map(tiny_checkpoint, photos, tmp_path) ->
         build_model("mel-cnn", "vgg16_bn", 0.0625),
         CheckpointMeta(arch="mel-cnn", width=0.0625, image_size=64),
     )
-    result = _predict(plain, photos[0], "--overlay", tmp_path / "o.png")
+    result = predict(plain, photos[0], "--overlay", tmp_path / "o.png")
     assert result.exit_code == 1 and "no attention map" in result.stderr
 
 
-def test_overlay_dir_writes_one_per_image(tiny_checkpoint, photos, tmp_path) -> None:
+def test_overlay_dir_writes_one_per_image(tiny_checkpoint, photos, tmp_path, predict) -> None:
     twin_dir = tmp_path / "twin"
     twin_dir.mkdir()
     twin = twin_dir / photos[0].name  # same file name as photos[0], another folder
     shutil.copy(photos[1], twin)
     out = tmp_path / "overlays"
-    result = _predict(tiny_checkpoint, *photos, twin, "--overlay-dir", out, "-f", "csv")
+    result = predict(tiny_checkpoint, *photos, twin, "--overlay-dir", out, "-f", "csv")
     assert result.exit_code == 0, result.stderr
     stems = [p.stem for p in photos]
     expected = {f"{s}_attention.png" for s in stems} | {f"{stems[0]}-2_attention.png"}
@@ -261,24 +258,24 @@ def test_overlay_dir_writes_one_per_image(tiny_checkpoint, photos, tmp_path) -> 
     assert _size(out / f"{stems[0]}-2_attention.png") == _size(photos[1])
 
 
-def test_gap_checkpoint_overlays_its_cam(tiny_gap_checkpoint, photos, tmp_path) -> None:
+def test_gap_checkpoint_overlays_its_cam(tiny_gap_checkpoint, photos, tmp_path, predict) -> None:
     out = tmp_path / "cam.png"
-    result = _predict(tiny_gap_checkpoint, photos[1], "--overlay", out)
+    result = predict(tiny_gap_checkpoint, photos[1], "--overlay", out)
     assert result.exit_code == 0, result.stderr
     assert _size(out) == _size(photos[1])
 
 
 def test_existing_overlay_is_not_overwritten_without_force(
-    tiny_checkpoint, photos, tmp_path
+    tiny_checkpoint, photos, tmp_path, predict
 ) -> None:
     out = tmp_path / "out.png"
     out.write_bytes(b"precious")
-    result = _predict(tiny_checkpoint, photos[0], "--overlay", out)
+    result = predict(tiny_checkpoint, photos[0], "--overlay", out)
     assert (
         result.exit_code == 1 and "already exists" in result.stderr and "--force" in result.stderr
     )
     assert out.read_bytes() == b"precious"
-    forced = _predict(tiny_checkpoint, photos[0], "--overlay", out, "--force")
+    forced = predict(tiny_checkpoint, photos[0], "--overlay", out, "--force")
     assert forced.exit_code == 0, forced.stderr
     assert _size(out) == _size(photos[0])
 
@@ -286,7 +283,7 @@ def test_existing_overlay_is_not_overwritten_without_force(
     out_dir.mkdir()
     taken = out_dir / f"{photos[0].stem}_attention.png"
     taken.write_bytes(b"precious")
-    result = _predict(
+    result = predict(
         tiny_checkpoint, photos[0], photos[1], "--overlay-dir", out_dir, "-f", "jsonl"
     )
     assert result.exit_code == 2
@@ -296,19 +293,19 @@ def test_existing_overlay_is_not_overwritten_without_force(
     assert (out_dir / f"{photos[1].stem}_attention.png").is_file()
 
 
-def test_no_default_model(photos, tmp_path, monkeypatch) -> None:
+def test_no_default_model(photos, tmp_path, monkeypatch, invoke) -> None:
     monkeypatch.setenv(DEFAULT_CHECKPOINT_ENV, str(tmp_path / "nothing-here.safetensors"))
-    result = _invoke("predict", photos[0], "-j", "0")
+    result = invoke("predict", photos[0], "-j", "0")
     assert result.exit_code == 1
     assert "no default model" in result.stderr and "--checkpoint" in result.stderr
     assert result.stdout == ""
     assert "Traceback" not in result.output
 
 
-def test_pickle_checkpoint_refused_by_the_cli(photos, tmp_path) -> None:
+def test_pickle_checkpoint_refused_by_the_cli(photos, tmp_path, predict) -> None:
     evil = tmp_path / "model.pt"
     torch.save({"w": torch.zeros(1)}, evil)
-    result = _predict(evil, photos[0])
+    result = predict(evil, photos[0])
     assert result.exit_code == 1 and "never unpickles" in result.stderr
     assert result.stdout == "" and "Traceback" not in result.output
 
@@ -316,9 +313,9 @@ def test_pickle_checkpoint_refused_by_the_cli(photos, tmp_path) -> None:
 # --- explain, in-process ----------------------------------------------------------------------
 
 
-def test_explain_writes_maps_at_photo_size(tiny_checkpoint, photos, tmp_path) -> None:
+def test_explain_writes_maps_at_photo_size(tiny_checkpoint, photos, tmp_path, invoke) -> None:
     out = tmp_path / "explained"
-    result = _invoke("explain", photos[0], photos[1], "-c", tiny_checkpoint, "-o", out, "-j", "0")
+    result = invoke("explain", photos[0], photos[1], "-c", tiny_checkpoint, "-o", out, "-j", "0")
     assert result.exit_code == 0, result.stderr
     lines = result.stdout.splitlines()
     assert [line.split("\t")[0] for line in lines] == [str(photos[0]), str(photos[1])]
@@ -333,13 +330,13 @@ def test_explain_writes_maps_at_photo_size(tiny_checkpoint, photos, tmp_path) ->
             assert raw[name].min() >= 0 and raw[name].max() <= 1
         assert raw["box"] == pytest.approx(network_box(*size, 64), abs=1e-3)
         assert 0 <= float(raw["p_melanoma"]) <= 1
-    again = _invoke("explain", photos[0], "-c", tiny_checkpoint, "-o", out, "-j", "0")
+    again = invoke("explain", photos[0], "-c", tiny_checkpoint, "-o", out, "-j", "0")
     assert again.exit_code == 2 and "already exists" in again.stderr
 
 
-def test_explain_cam_for_vgg16_gap(tiny_gap_checkpoint, photos, tmp_path) -> None:
+def test_explain_cam_for_vgg16_gap(tiny_gap_checkpoint, photos, tmp_path, invoke) -> None:
     out = tmp_path / "cam"
-    result = _invoke("explain", photos[2], "-c", tiny_gap_checkpoint, "-o", out, "-j", "0")
+    result = invoke("explain", photos[2], "-c", tiny_gap_checkpoint, "-o", out, "-j", "0")
     assert result.exit_code == 0, result.stderr
     stem = photos[2].stem
     assert _size(out / f"{stem}_cam.png") == _size(photos[2])
@@ -348,23 +345,23 @@ def test_explain_cam_for_vgg16_gap(tiny_gap_checkpoint, photos, tmp_path) -> Non
     assert raw["cam"].shape == (2, 2) and "pool3" not in raw
 
 
-def test_explain_refuses_a_model_without_maps(photos, tmp_path) -> None:
+def test_explain_refuses_a_model_without_maps(photos, tmp_path, invoke) -> None:
     torch.manual_seed(0)
     plain = save_checkpoint(
         tmp_path / "mel-cnn.safetensors",
         build_model("mel-cnn", "vgg16_bn", 0.0625),
         CheckpointMeta(arch="mel-cnn", width=0.0625, image_size=64),
     )
-    result = _invoke("explain", photos[0], "-c", plain, "-o", tmp_path / "out", "-j", "0")
+    result = invoke("explain", photos[0], "-c", plain, "-o", tmp_path / "out", "-j", "0")
     assert result.exit_code == 1
     assert "neither attention maps nor a CAM" in result.stderr
     assert "Traceback" not in result.output
 
 
-def test_explain_bad_file_in_the_batch(tiny_checkpoint, photos, tmp_path) -> None:
+def test_explain_bad_file_in_the_batch(tiny_checkpoint, photos, tmp_path, invoke) -> None:
     bad = _bad_file(tmp_path)
     out = tmp_path / "out"
-    result = _invoke("explain", bad, photos[0], "-c", tiny_checkpoint, "-o", out, "-j", "0")
+    result = invoke("explain", bad, photos[0], "-c", tiny_checkpoint, "-o", out, "-j", "0")
     assert result.exit_code == 2
     assert str(bad) in result.stderr and "Traceback" not in result.output
     assert (out / f"{photos[0].stem}_composite.png").is_file()

@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import csv
 import json
-import logging
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -27,22 +25,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
 
 from attnmel_cli.checkpoint import load_checkpoint, read_tensors
-from attnmel_cli.cli import app
 from attnmel_cli.distributed import SINGLE, Dist, from_env, make_sampler
 from attnmel_cli.errors import AttnMelError
 from attnmel_cli.predict import shard
-from attnmel_cli.prepare import prepare_dataset
 from attnmel_cli.run_dir import BEST, LAST, METRICS
 from attnmel_cli.sampler import OversamplingSampler, ShardedOversamplingSampler
 from attnmel_cli.train import TrainConfig, train
 
-ISIC2017 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "isic2017-256"
 SUBSET = {"Training": (12, 20), "Validation": (6, 10)}  # (melanoma, other) per split
 TINY = ["--no-pretrained", "--width", "0.0625", "--image-size", "64", "-b", "16", "--seed", "7",
         "--deterministic", "--device", "cpu", "-j", "0", "--backbone", "vgg16"]
+
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
 # -- pure parts ------------------------------------------------------------------------------
@@ -99,33 +95,10 @@ def test_environment_and_batch_checks() -> None:
 
 # -- torchrun with gloo ------------------------------------------------------------------------
 
-def _copy_split(split: str, out: Path) -> None:
-    src_csv = ISIC2017 / f"ISIC-2017_{split}_Part3_GroundTruth.csv"
-    with src_csv.open(newline="") as fh:
-        rows = list(csv.reader(fh))
-    mel, other = SUBSET[split]
-    chosen = ([r for r in rows[1:] if r[1] == "1.0"][:mel]
-              + [r for r in rows[1:] if r[1] != "1.0"][:other])
-    (out / f"ISIC-2017_{split}_Data").mkdir(parents=True)
-    (out / f"ISIC-2017_{split}_Part1_GroundTruth").mkdir()
-    for image_id, *_ in chosen:
-        for name in (f"ISIC-2017_{split}_Data/{image_id}.jpg",
-                     f"ISIC-2017_{split}_Part1_GroundTruth/{image_id}_segmentation.png"):
-            shutil.copy(ISIC2017 / name, out / name)
-    with (out / src_csv.name).open("w", newline="") as fh:
-        csv.writer(fh).writerows([rows[0], *chosen])
-
-
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def prepared(isic2017_subset) -> Path:
     """32 training and 16 validation images of ISIC 2017, prepared."""
-    if not ISIC2017.is_dir():
-        pytest.skip(f"real ISIC 2017 data not found at {ISIC2017}; see shared/data/README.md")
-    root = tmp_path_factory.mktemp("isic2017-ddp")
-    for split in SUBSET:
-        _copy_split(split, root / "source")
-    prepare_dataset(root / "source", root / "prepared", workers=2)
-    return root / "prepared"
+    return isic2017_subset(SUBSET)
 
 
 def _torchrun(*args: str | Path, nproc: int = 2, stdin: str | None = None,
@@ -136,16 +109,6 @@ def _torchrun(*args: str | Path, nproc: int = 2, stdin: str | None = None,
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
            f"--nproc_per_node={nproc}", "-m", "attnmel_cli", *map(str, args)]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, input=stdin, timeout=600)
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging():
-    """The CLI reconfigures the root logger onto CliRunner's (then closed) stderr: undo that."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 def _metrics(run: Path) -> list[dict[str, float]]:
@@ -203,29 +166,29 @@ def _images(prepared: Path) -> list[str]:
     return sorted(str(p) for p in (prepared / "images").iterdir())
 
 
-def _invoke(*args: str | Path, stdin: str | None = None):
-    return CliRunner().invoke(app, [str(a) for a in args], input=stdin)
-
-
-def test_shards_concatenate_to_the_unsharded_output(prepared: Path, tiny_checkpoint: Path) -> None:
+def test_shards_concatenate_to_the_unsharded_output(
+    prepared: Path, tiny_checkpoint: Path, invoke
+) -> None:
     paths = [*_images(prepared)[:10], "/no/such/file.png"]
     base = ["predict", "-", "-c", tiny_checkpoint, "-j", "0", "-b", "4"]
     stdin = "\n".join(paths) + "\n"
     for fmt in ("csv", "jsonl"):
-        whole = _invoke(*base, "-f", fmt, stdin=stdin)
+        whole = invoke(*base, "-f", fmt, stdin=stdin)
         assert whole.exit_code == 2  # the missing file is an error record
-        parts = [_invoke(*base, "-f", fmt, "--shard", f"{i}/3", stdin=stdin) for i in range(3)]
+        parts = [invoke(*base, "-f", fmt, "--shard", f"{i}/3", stdin=stdin) for i in range(3)]
         lines = [line for i, part in enumerate(parts)
                  for line in part.stdout.splitlines()[(1 if fmt == "csv" and i else 0):]]
         assert lines == whole.stdout.splitlines()
         assert [p.exit_code for p in parts] == [0, 0, 2]
 
 
-def test_predict_under_torchrun_equals_one_process(prepared: Path, tiny_checkpoint: Path) -> None:
+def test_predict_under_torchrun_equals_one_process(
+    prepared: Path, tiny_checkpoint: Path, invoke
+) -> None:
     paths = [*_images(prepared)[:9], "/no/such/file.png", *_images(prepared)[9:13]]
     stdin = "\n".join(paths) + "\n"
     args = ["predict", "-", "-c", tiny_checkpoint, "-f", "csv", "-j", "0", "-b", "4"]
-    one = _invoke(*args, stdin=stdin)
+    one = invoke(*args, stdin=stdin)
     two = _torchrun(*args, stdin=stdin)  # stdin reaches rank 0, which hands the list on
     assert one.exit_code == 2 and two.returncode != 0  # torchrun reports rank 0's exit 2
     assert two.stdout == one.stdout and len(one.stdout.splitlines()) == 1 + len(paths)
@@ -234,11 +197,11 @@ def test_predict_under_torchrun_equals_one_process(prepared: Path, tiny_checkpoi
 
 @pytest.mark.slow  # one more torchrun start (~20 s here)
 def test_evaluate_under_torchrun_equals_one_process(
-    prepared: Path, tiny_checkpoint: Path, tmp_path: Path
+    prepared: Path, tiny_checkpoint: Path, tmp_path: Path, invoke
 ) -> None:
     ev = ["evaluate", "-d", prepared, "--split", "val", "-c", tiny_checkpoint, "-f", "json",
           "--bootstrap", "20", "-j", "0", "-b", "4"]
-    one_ev = _invoke(*ev, "-o", tmp_path / "one")
+    one_ev = invoke(*ev, "-o", tmp_path / "one")
     two_ev = _torchrun(*ev, "-o", tmp_path / "two")
     assert one_ev.exit_code == 0 and two_ev.returncode == 0, two_ev.stderr[-3000:]
     assert json.loads(two_ev.stdout) == json.loads(one_ev.stdout)
@@ -265,11 +228,13 @@ def test_trains_one_epoch_on_cuda_with_amp(prepared: Path, tmp_path: Path) -> No
 
 @pytest.mark.gpu
 @needs_cuda
-def test_predict_amp_on_cuda_is_close_to_float32(prepared: Path, tiny_checkpoint: Path) -> None:
+def test_predict_amp_on_cuda_is_close_to_float32(
+    prepared: Path, tiny_checkpoint: Path, invoke
+) -> None:
     args = ["predict", *_images(prepared)[:8], "-c", tiny_checkpoint, "-f", "jsonl",
             "--device", "cuda", "-j", "2"]
-    full = [json.loads(x)["p_melanoma"] for x in _invoke(*args).stdout.splitlines()]
-    half = [json.loads(x)["p_melanoma"] for x in _invoke(*args, "--amp").stdout.splitlines()]
+    full = [json.loads(x)["p_melanoma"] for x in invoke(*args).stdout.splitlines()]
+    half = [json.loads(x)["p_melanoma"] for x in invoke(*args, "--amp").stdout.splitlines()]
     assert np.allclose(full, half, atol=2e-2)
 
 

@@ -10,10 +10,8 @@ must finish the run exactly as an uninterrupted one does.
 from __future__ import annotations
 
 import contextlib
-import csv
 import errno
 import json
-import logging
 import os
 import shutil
 import signal
@@ -24,25 +22,20 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 from safetensors import SafetensorError
-from typer.testing import CliRunner
 
 from attnmel_cli import checkpoint as checkpoint_module
 from attnmel_cli.checkpoint import load_checkpoint, read_tensors, save_checkpoint
-from attnmel_cli.cli import app
 from attnmel_cli.errors import AttnMelError
-from attnmel_cli.prepare import prepare_dataset
-from attnmel_cli.run_dir import BEST, LAST, LOCK, METRICS, STATE
+from attnmel_cli.run_dir import LAST, LOCK, METRICS, STATE
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-ISIC2017 = DATA / "isic2017-256"
 SUBSET = {"Training": (8, 16), "Validation": (6, 10)}  # (melanoma, other) per split
 EPOCHS = 2  # 24 training images, melanoma ×4 → 48 draws → 3 steps of 16 per epoch
 STEPS_PER_EPOCH = 3
+
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 # Runs attnmel's CLI with one pause point, chosen by $ATTNMEL_TEST_PAUSE:
 #   step:N          before the N-th training step (1-based, over the whole run)
@@ -97,41 +90,10 @@ WRAPPER = textwrap.dedent(
 )
 
 
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    """The CLI points the root logger at CliRunner's (then closed) stderr: undo that."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-
-
-def _copy_split(split: str, out: Path) -> None:
-    src_csv = ISIC2017 / f"ISIC-2017_{split}_Part3_GroundTruth.csv"
-    with src_csv.open(newline="") as fh:
-        rows = list(csv.reader(fh))
-    mel, other = SUBSET[split]
-    chosen = ([r for r in rows[1:] if r[1] == "1.0"][:mel]
-              + [r for r in rows[1:] if r[1] != "1.0"][:other])
-    (out / f"ISIC-2017_{split}_Data").mkdir(parents=True)
-    for image_id, *_ in chosen:
-        name = f"ISIC-2017_{split}_Data/{image_id}.jpg"
-        shutil.copy(ISIC2017 / name, out / name)
-    with (out / src_csv.name).open("w", newline="") as fh:
-        csv.writer(fh).writerows([rows[0], *chosen])
-
-
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """24 training and 16 validation images of ISIC 2017, through `prepare`."""
-    if not ISIC2017.is_dir():
-        pytest.skip(f"real ISIC 2017 data not found at {ISIC2017}; see shared/data/README.md")
-    root = tmp_path_factory.mktemp("isic2017-subset")
-    for split in SUBSET:
-        _copy_split(split, root / "source")
-    prepare_dataset(root / "source", root / "prepared", workers=2)
-    return root / "prepared"
+def prepared(isic2017_subset) -> Path:
+    """24 training and 16 validation images of ISIC 2017 (no masks), through `prepare`."""
+    return isic2017_subset(SUBSET, masks=False)
 
 
 def _train_args(prepared: Path, out: Path, *extra: str) -> list[str]:
@@ -190,23 +152,10 @@ def _state_epoch(path: Path) -> int:
     return int(json.loads(header["state"])["epoch"])
 
 
-def _metrics(run: Path) -> list[dict[str, str]]:
-    with (run / METRICS).open(newline="") as fh:
-        return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(fh)]
-
-
-def _same_run(a: Path, b: Path) -> None:
-    """Identical final weights (last and best) and the same metrics.csv except ``seconds``."""
-    assert _metrics(a) == _metrics(b)
-    for name in (LAST, BEST):
-        ta, _ = read_tensors(a / name)
-        tb, _ = read_tensors(b / name)
-        assert ta.keys() == tb.keys()
-        assert all(torch.equal(ta[k], tb[k]) for k in ta), name
-
-
 @pytest.fixture(scope="module")
-def interrupted(prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
+def interrupted(
+    prepared: Path, tmp_path_factory: pytest.TempPathFactory, invoke, run_metrics
+) -> dict[str, dict]:
     """Two runs interrupted again and again until they finish, and an uninterrupted one.
 
     A: SIGKILL mid-epoch 2 → --resume, SIGKILL halfway through writing last.safetensors →
@@ -236,7 +185,7 @@ def interrupted(prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
             threads = torch.get_num_threads()
             torch.set_num_threads(1)  # as the processes (OMP_NUM_THREADS=1): the same sums
             try:
-                straight = CliRunner().invoke(app, _train_args(prepared, root / "straight-run"))
+                straight = invoke(*_train_args(prepared, root / "straight-run"))
             finally:
                 torch.set_num_threads(threads)
             assert straight.exit_code == 0, straight.output
@@ -254,7 +203,7 @@ def interrupted(prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
                 state_epoch=_state_epoch(out / STATE) if (out / STATE).exists() else None,
                 last_loads=_loads(out / LAST),
                 temporaries=sorted(p.name for p in out.glob(".*.tmp")),
-                metrics_rows=len(_metrics(out)) if (out / METRICS).exists() else 0,
+                metrics_rows=len(run_metrics(out)) if (out / METRICS).exists() else 0,
             )
     facts["straight"] = {"run": root / "straight-run"}
     return facts
@@ -310,24 +259,26 @@ def test_sigkill_between_the_checkpoint_and_its_state_still_resumes(interrupted)
     _ctrl_c(interrupted["B2-ctrl-c-mid-epoch"], epoch=1)  # --resume went on from epoch 1
 
 
-def test_interrupted_runs_finish_as_the_uninterrupted_one(interrupted) -> None:
+def test_interrupted_runs_finish_as_the_uninterrupted_one(interrupted, assert_same_run) -> None:
     resumed = interrupted["B3-resume"]
     assert resumed["rc"] == 0, resumed["stderr"]
     for finished in (interrupted["A3-ctrl-c-writing-last"], resumed):
-        _same_run(finished["run"], interrupted["straight"]["run"])
+        assert_same_run(finished["run"], interrupted["straight"]["run"])
 
 
 # ── concurrent runs ───────────────────────────────────────────────────────────────────────────
 
 
-def test_a_second_run_in_the_same_run_dir_is_refused(prepared: Path, tmp_path: Path) -> None:
+def test_a_second_run_in_the_same_run_dir_is_refused(
+    prepared: Path, tmp_path: Path, invoke
+) -> None:
     out = tmp_path / "run"
     out.mkdir()
     import fcntl
 
     with (out / LOCK).open("w") as held:  # as a running `attnmel train` holds it
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        result = CliRunner().invoke(app, _train_args(prepared, out))
+        result = invoke(*_train_args(prepared, out))
     assert result.exit_code == 1 and "another attnmel train is running" in result.stderr
     assert not (out / METRICS).exists()
 
@@ -338,73 +289,55 @@ PRECIOUS = b"precious: not to be overwritten"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def _photo(path: Path, seed: int) -> Path:
-    rng = np.random.default_rng(seed)
-    small = rng.integers(30, 230, (4, 4, 3), dtype=np.uint8)
-    Image.fromarray(small).resize((80, 72), Image.BILINEAR).save(path, quality=92)
-    return path
-
-
-@pytest.fixture(scope="module")
-def labelled(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Six synthetic photos (three melanoma) and labels.csv (image,label): a generic layout."""
-    root = tmp_path_factory.mktemp("labelled")
-    rows = ["image,label"]
-    for i in range(6):
-        _photo(root / f"p{i}.jpg", i)
-        rows.append(f"p{i}.jpg,{i % 2}")
-    (root / "labels.csv").write_text("\n".join(rows) + "\n")
-    return root
-
-
-def _invoke(*args: str | Path):
-    return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def _refused_then_forced(args: list, precious: Path, code: int, force_code: int = 0) -> None:
+def _refused_then_forced(
+    invoke, args: list, precious: Path, code: int, force_code: int = 0
+) -> None:
     """``args`` leaves ``precious`` as it was and says --force; with --force it is replaced."""
-    result = _invoke(*args)
+    result = invoke(*args)
     assert result.exit_code == code, result.output
     assert "--force" in result.stderr and "Traceback" not in result.output
     assert precious.read_bytes() == PRECIOUS
-    forced = _invoke(*args, "--force")
+    forced = invoke(*args, "--force")
     assert forced.exit_code == force_code, forced.output
     assert precious.read_bytes() != PRECIOUS
 
 
 def test_outputs_are_not_overwritten_without_force(
-    tiny_checkpoint: Path, labelled: Path, prepared: Path, tmp_path: Path
+    tiny_checkpoint: Path, labelled: Path, prepared: Path, tmp_path: Path, invoke
 ) -> None:
     photo, ckpt = labelled / "p0.jpg", tiny_checkpoint
     overlay = tmp_path / "overlay.png"
     overlay.write_bytes(PRECIOUS)
-    _refused_then_forced(["predict", photo, "-c", ckpt, "-j", "0", "--overlay", overlay],
+    _refused_then_forced(invoke, ["predict", photo, "-c", ckpt, "-j", "0", "--overlay", overlay],
                          overlay, code=1)
     overlays = tmp_path / "overlays"
     overlays.mkdir()
     (overlays / "p0_attention.png").write_bytes(PRECIOUS)
-    _refused_then_forced(["predict", photo, "-c", ckpt, "-j", "0", "--overlay-dir", overlays],
+    _refused_then_forced(invoke,
+                         ["predict", photo, "-c", ckpt, "-j", "0", "--overlay-dir", overlays],
                          overlays / "p0_attention.png", code=2)  # that image fails, others go on
     explained = tmp_path / "explained"
     explained.mkdir()
     (explained / "p0_composite.png").write_bytes(PRECIOUS)
-    _refused_then_forced(["explain", photo, "-c", ckpt, "-j", "0", "-o", explained],
+    _refused_then_forced(invoke, ["explain", photo, "-c", ckpt, "-j", "0", "-o", explained],
                          explained / "p0_composite.png", code=2)
     report = tmp_path / "report"
     report.mkdir()
     (report / "report.json").write_bytes(PRECIOUS)
-    _refused_then_forced(["evaluate", "--data", labelled, "-c", ckpt, "-j", "0", "--bootstrap",
-                          "0", "-o", report], report / "report.json", code=1)
+    _refused_then_forced(invoke, ["evaluate", "--data", labelled, "-c", ckpt, "-j", "0",
+                                  "--bootstrap", "0", "-o", report],
+                         report / "report.json", code=1)
     dataset = tmp_path / "dataset"
     dataset.mkdir()
     (dataset / "notes.txt").write_bytes(PRECIOUS)
-    result = _invoke("prepare", labelled, "--out", dataset)
+    result = invoke("prepare", labelled, "--out", dataset)
     assert result.exit_code == 1 and "--force" in result.stderr
     assert (dataset / "notes.txt").read_bytes() == PRECIOUS and len(list(dataset.iterdir())) == 1
     run = tmp_path / "run"
     run.mkdir()
     (run / METRICS).write_bytes(PRECIOUS)
-    _refused_then_forced(_train_args(prepared, run, "--epochs", "1"), run / METRICS, code=1)
+    _refused_then_forced(invoke, _train_args(prepared, run, "--epochs", "1"), run / METRICS,
+                         code=1)
 
 
 # ── a full disk, an output folder that cannot be written ──────────────────────────────────────
@@ -429,12 +362,12 @@ def _no_temporaries(folder: Path) -> None:
 
 
 def test_disk_full_is_one_clear_line_and_loses_nothing(
-    tiny_checkpoint: Path, labelled: Path, disk_full: Path
+    tiny_checkpoint: Path, labelled: Path, disk_full: Path, invoke
 ) -> None:
     overlay = disk_full / "overlay.png"
     overlay.write_bytes(PRECIOUS)
-    result = _invoke("predict", labelled / "p0.jpg", "-c", tiny_checkpoint, "-j", "0",
-                     "--overlay", overlay, "--force")
+    result = invoke("predict", labelled / "p0.jpg", "-c", tiny_checkpoint, "-j", "0",
+                    "--overlay", overlay, "--force")
     assert result.exit_code == 2 and "Traceback" not in result.output
     (line,) = [line for line in result.stderr.splitlines() if "error" in line]
     assert str(overlay) in line and "No space left on device" in line
@@ -442,8 +375,8 @@ def test_disk_full_is_one_clear_line_and_loses_nothing(
     report = disk_full / "report"
     report.mkdir()
     (report / "report.json").write_bytes(PRECIOUS)
-    result = _invoke("evaluate", "--data", labelled, "-c", tiny_checkpoint, "-j", "0",
-                     "--bootstrap", "0", "-o", report, "--force")
+    result = invoke("evaluate", "--data", labelled, "-c", tiny_checkpoint, "-j", "0",
+                    "--bootstrap", "0", "-o", report, "--force")
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert "No space left on device" in result.stderr
     assert (report / "report.json").read_bytes() == PRECIOUS
@@ -504,7 +437,7 @@ def test_really_full_disk_keeps_the_previous_checkpoint(
 
 
 def test_output_folder_that_cannot_be_created_fails_before_any_work(
-    tiny_checkpoint: Path, labelled: Path, prepared: Path, tmp_path: Path
+    tiny_checkpoint: Path, labelled: Path, prepared: Path, tmp_path: Path, invoke
 ) -> None:
     """As root a read-only folder can still be written: a path under a regular file cannot."""
     blocker = tmp_path / "a-file"
@@ -518,7 +451,7 @@ def test_output_folder_that_cannot_be_created_fails_before_any_work(
         ["prepare", labelled, "--out", bad],
         _train_args(prepared, bad),
     ):
-        result = _invoke(*args)
+        result = invoke(*args)
         assert result.exit_code == 1, (args[0], result.output)
         assert "Traceback" not in result.output and not result.stdout, (args[0], result.output)
         (line,) = result.stderr.strip().splitlines()

@@ -76,12 +76,20 @@ def test_reference_is_area_downsampled_to_the_map() -> None:
     assert batch_dice_loss(a, ref).item() == pytest.approx(1 - 2 * 0.25 / 2.5)
 
 
-def test_eq5_combines_focal_and_weighted_dice_terms() -> None:
-    g = torch.Generator().manual_seed(2)
+def _loss_inputs(
+    seed: int,
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+    """Logits and labels of two images, their pool3 and pool4 maps and a 32×32 reference."""
+    g = torch.Generator().manual_seed(seed)
     logits, labels = torch.randn(2, 2, generator=g), torch.tensor([0, 1])
     maps = {"pool3": torch.rand(2, 1, 4, 4, generator=g),
             "pool4": torch.rand(2, 1, 2, 2, generator=g)}
     roi = (torch.rand(2, 1, 32, 32, generator=g) > 0.5).float()
+    return logits, labels, maps, roi
+
+
+def test_eq5_combines_focal_and_weighted_dice_terms() -> None:
+    logits, labels, maps, roi = _loss_inputs(2)
     terms = attnmel_loss(logits, labels, maps, roi)
     d3, d4 = batch_dice_loss(maps["pool3"], roi), batch_dice_loss(maps["pool4"], roi)
     assert terms.dice3.item() == pytest.approx(d3.item())
@@ -94,11 +102,7 @@ def test_eq5_combines_focal_and_weighted_dice_terms() -> None:
 
 
 def test_eq5_leaves_images_without_a_reference_out_of_the_dice_sums() -> None:
-    g = torch.Generator().manual_seed(3)
-    logits, labels = torch.randn(2, 2, generator=g), torch.tensor([0, 1])
-    maps = {"pool3": torch.rand(2, 1, 4, 4, generator=g),
-            "pool4": torch.rand(2, 1, 2, 2, generator=g)}
-    roi = (torch.rand(2, 1, 32, 32, generator=g) > 0.5).float()
+    logits, labels, maps, roi = _loss_inputs(3)
     terms = attnmel_loss(logits, labels, maps, roi, torch.tensor([True, False]))
     assert terms.dice3.item() == pytest.approx(batch_dice_loss(maps["pool3"][:1], roi[:1]).item())
     assert terms.dice4.item() == pytest.approx(batch_dice_loss(maps["pool4"][:1], roi[:1]).item())

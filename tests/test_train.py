@@ -3,32 +3,24 @@
 from __future__ import annotations
 
 import csv
-import logging
-import shutil
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
 
 from attnmel_cli import train as train_module
 from attnmel_cli.augment import random_view
-from attnmel_cli.checkpoint import load_checkpoint, read_tensors
-from attnmel_cli.cli import app
+from attnmel_cli.checkpoint import load_checkpoint
 from attnmel_cli.errors import AttnMelError, DataError
 from attnmel_cli.manifest import read_manifest
-from attnmel_cli.prepare import prepare_dataset
 from attnmel_cli.run_dir import BEST, LAST, METRICS, METRICS_COLUMNS, STATE
 from attnmel_cli.run_state import flatten, unflatten
 from attnmel_cli.sampler import OversamplingSampler
 from attnmel_cli.train import TrainConfig, TrainInterrupted, train
 from attnmel_cli.trainset import TrainSet
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-ISIC2017 = DATA / "isic2017-256"
 SUBSET = {"Training": (12, 20), "Validation": (6, 10)}  # (melanoma, other) per split
 
 def test_sampler_oversamples_melanoma_and_depends_only_on_seed_and_epoch() -> None:
@@ -59,33 +51,10 @@ def test_state_flattening_keeps_tensors_and_integer_keys() -> None:
     assert torch.equal(back["state"][0]["momentum_buffer"], torch.arange(3.0))
 
 
-def _copy_split(split: str, out: Path) -> None:
-    src_csv = ISIC2017 / f"ISIC-2017_{split}_Part3_GroundTruth.csv"
-    with src_csv.open(newline="") as fh:
-        rows = list(csv.reader(fh))
-    mel, other = SUBSET[split]
-    chosen = ([r for r in rows[1:] if r[1] == "1.0"][:mel]
-              + [r for r in rows[1:] if r[1] != "1.0"][:other])
-    (out / f"ISIC-2017_{split}_Data").mkdir(parents=True)
-    (out / f"ISIC-2017_{split}_Part1_GroundTruth").mkdir()
-    for image_id, *_ in chosen:
-        for name in (f"ISIC-2017_{split}_Data/{image_id}.jpg",
-                     f"ISIC-2017_{split}_Part1_GroundTruth/{image_id}_segmentation.png"):
-            shutil.copy(ISIC2017 / name, out / name)
-    with (out / src_csv.name).open("w", newline="") as fh:
-        csv.writer(fh).writerows([rows[0], *chosen])
-
-
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def prepared(isic2017_subset) -> Path:
     """A prepared dir of 32 training and 16 validation images, made by `prepare`."""
-    if not ISIC2017.is_dir():
-        pytest.skip(f"real ISIC 2017 data not found at {ISIC2017}; see shared/data/README.md")
-    root = tmp_path_factory.mktemp("isic2017-subset")
-    for split in SUBSET:
-        _copy_split(split, root / "source")
-    prepare_dataset(root / "source", root / "prepared", workers=2)
-    return root / "prepared"
+    return isic2017_subset(SUBSET)
 
 
 def _config(prepared: Path, out: Path, **kw: object) -> TrainConfig:
@@ -95,11 +64,6 @@ def _config(prepared: Path, out: Path, **kw: object) -> TrainConfig:
         "workers": 0,
     }
     return TrainConfig(**{**base, **kw})  # type: ignore[arg-type]
-
-
-def _metrics(run: Path) -> list[dict[str, str]]:
-    with (run / METRICS).open(newline="") as fh:
-        return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(fh)]
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +90,8 @@ def test_trains_and_writes_a_loadable_best_checkpoint(uninterrupted: Path) -> No
 
 
 def test_interrupted_run_resumes_to_the_uninterrupted_result(
-    prepared: Path, uninterrupted: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    prepared: Path, uninterrupted: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    run_metrics, assert_same_run,
 ) -> None:
     out = tmp_path / "resumed"
     calls = {"n": 0}
@@ -142,15 +107,10 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result(
     with pytest.raises(TrainInterrupted, match="holds epoch 1"):
         train(_config(prepared, out))
     monkeypatch.undo()
-    assert [r["epoch"] for r in _metrics(out)] == ["1"]
+    assert [r["epoch"] for r in run_metrics(out)] == ["1"]
     # cached images in the main process here, decoded in a worker there: the same result
     train(_config(prepared, out, resume=True))
-    assert _metrics(out) == _metrics(uninterrupted)
-    for name in (LAST, BEST):
-        resumed, _ = read_tensors(out / name)
-        straight, _ = read_tensors(uninterrupted / name)
-        assert resumed.keys() == straight.keys()
-        assert all(torch.equal(resumed[k], straight[k]) for k in straight), name
+    assert_same_run(out, uninterrupted)
 
 
 def test_refuses_to_overwrite_a_run(prepared: Path, uninterrupted: Path) -> None:
@@ -203,25 +163,15 @@ def test_dermo_roi_without_any_dermo_map_is_refused(prepared: Path, tmp_path: Pa
         train(_config(prepared, tmp_path / "dermo", roi="dermo"))
 
 
-@pytest.fixture
-def restore_logging() -> Iterator[None]:
-    """The CLI points the root logger at CliRunner's (then closed) stderr: undo that."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-
-
 def test_cli_train_prints_the_best_checkpoint_and_guards_the_run_dir(
-    prepared: Path, tmp_path: Path, restore_logging: None
+    prepared: Path, tmp_path: Path, invoke, restore_logging: None
 ) -> None:
     out = tmp_path / "cli-run"
     args = ["train", "--data", str(prepared), "--out", str(out), "--no-pretrained",
             "--width", "0.0625", "--image-size", "64", "--epochs", "1", "-b", "16", "-j", "0",
             "--device", "cpu"]
-    result = CliRunner().invoke(app, args)
+    result = invoke(*args)
     assert result.exit_code == 0, result.output
     assert result.stdout.strip() == str(out / BEST)
-    again = CliRunner().invoke(app, args)
+    again = invoke(*args)
     assert again.exit_code == 1 and "already holds a run" in again.output

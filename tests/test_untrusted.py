@@ -7,57 +7,20 @@ refused in one line, and paths from stdin or label files are data, never shell c
 from __future__ import annotations
 
 import json
-import logging
 import os
 import pickle
 import shutil
 import struct
-from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
-from typer.testing import CliRunner
 
 from attnmel_cli.checkpoint import DEFAULT_CHECKPOINT_ENV
-from attnmel_cli.cli import app
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt", ".bin")
 
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    """The CLI points the root logger at CliRunner's (then closed) stderr: undo that."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-
-
-def _invoke(*args: str | Path, stdin: str | None = None, env: dict[str, str] | None = None):
-    return CliRunner().invoke(app, [str(a) for a in args], input=stdin, env=env)
-
-
-def _photo(path: Path, seed: int) -> Path:
-    rng = np.random.default_rng(seed)
-    small = rng.integers(30, 230, (4, 4, 3), dtype=np.uint8)
-    Image.fromarray(small).resize((80, 72), Image.BILINEAR).save(path, quality=92)
-    return path
-
-
-@pytest.fixture(scope="module")
-def labelled(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Six synthetic photos (three melanoma) and labels.csv (image,label)."""
-    root = tmp_path_factory.mktemp("labelled")
-    rows = ["image,label"]
-    for i in range(6):
-        _photo(root / f"p{i}.jpg", i)
-        rows.append(f"p{i}.jpg,{i % 2}")
-    (root / "labels.csv").write_text("\n".join(rows) + "\n")
-    return root
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
 # ── checkpoints that would run code when unpickled ────────────────────────────────────────────
@@ -101,7 +64,7 @@ def _refused(result, path: Path) -> str:
 
 
 def test_pickled_checkpoints_are_refused_and_never_run(
-    evil: tuple[list[Path], Path], labelled: Path, tmp_path: Path, tiny_checkpoint: Path
+    evil: tuple[list[Path], Path], labelled: Path, tmp_path: Path, tiny_checkpoint: Path, invoke
 ) -> None:
     files, marker = evil
     photo = labelled / "p0.jpg"
@@ -111,15 +74,15 @@ def test_pickled_checkpoints_are_refused_and_never_run(
             ["explain", photo, "-c", path, "-j", "0", "-o", tmp_path / "explained"],
             ["evaluate", "--data", labelled, "-c", path, "-j", "0", "--bootstrap", "0"],
         ):
-            line = _refused(_invoke(*args), path)
+            line = _refused(invoke(*args), path)
             assert "never unpickles" in line, line
         assert not marker.exists(), path
     # the same through --compare, and as the default model named by $ATTNMEL_CHECKPOINT
-    line = _refused(_invoke("evaluate", "--data", labelled, "-c", tiny_checkpoint, "-j", "0",
-                            "--bootstrap", "0", "--compare", files[1]), files[1])
+    line = _refused(invoke("evaluate", "--data", labelled, "-c", tiny_checkpoint, "-j", "0",
+                           "--bootstrap", "0", "--compare", files[1]), files[1])
     assert "never unpickles" in line
-    line = _refused(_invoke("predict", photo, "-j", "0",
-                            env={DEFAULT_CHECKPOINT_ENV: str(files[0])}), files[0])
+    line = _refused(invoke("predict", photo, "-j", "0",
+                           env={DEFAULT_CHECKPOINT_ENV: str(files[0])}), files[0])
     assert "never unpickles" in line
     assert not marker.exists()
     assert not (tmp_path / "explained").exists() or not any((tmp_path / "explained").iterdir())
@@ -141,7 +104,7 @@ def _with_header(path: Path, target: Path, header: dict) -> Path:
 
 
 def test_broken_and_tampered_checkpoints_are_refused(
-    tiny_checkpoint: Path, labelled: Path, tmp_path: Path
+    tiny_checkpoint: Path, labelled: Path, tmp_path: Path, invoke
 ) -> None:
     data = tiny_checkpoint.read_bytes()
     size, header = _header(tiny_checkpoint)
@@ -175,12 +138,12 @@ def test_broken_and_tampered_checkpoints_are_refused(
                                       reshaped), "tensors do not match its metadata")
     photo = labelled / "p0.jpg"
     for name, (path, expected) in cases.items():
-        line = _refused(_invoke("predict", photo, "-c", path, "-j", "0"), path)
+        line = _refused(invoke("predict", photo, "-c", path, "-j", "0"), path)
         assert expected in line, (name, line)
     # explain and evaluate load checkpoints the same way: one case each
     path, expected = cases["truncated"]
-    assert expected in _refused(_invoke("explain", photo, "-c", path, "-o", tmp_path / "x"), path)
-    assert expected in _refused(_invoke("evaluate", "--data", labelled, "-c", path, "-j", "0"),
+    assert expected in _refused(invoke("explain", photo, "-c", path, "-o", tmp_path / "x"), path)
+    assert expected in _refused(invoke("evaluate", "--data", labelled, "-c", path, "-j", "0"),
                                 path)
 
 
@@ -214,14 +177,15 @@ def _untouched(marker: Path, victim: Path) -> None:
 
 
 def test_paths_on_stdin_are_never_given_to_a_shell(
-    shell_bait: tuple[list[str], Path, Path], tiny_checkpoint: Path, tmp_path: Path
+    shell_bait: tuple[list[str], Path, Path], tiny_checkpoint: Path, tmp_path: Path, invoke,
+    make_photo,
 ) -> None:
     paths, marker, victim = shell_bait
     # real files named like shell code are scored like any other file
-    named = _photo(tmp_path / "$(touch marker-real) `x` ; rm -rf victim.jpg", 9)
+    named = make_photo(tmp_path / "$(touch marker-real) `x` ; rm -rf victim.jpg", 9)
     stdin = "\n".join([*paths, str(named)]) + "\n"
-    result = _invoke("predict", "-", "-c", tiny_checkpoint, "-f", "jsonl", "-j", "0",
-                     "--overlay-dir", tmp_path / "overlays", stdin=stdin)
+    result = invoke("predict", "-", "-c", tiny_checkpoint, "-f", "jsonl", "-j", "0",
+                    "--overlay-dir", tmp_path / "overlays", stdin=stdin)
     assert result.exit_code == 2, result.output
     records = [json.loads(line) for line in result.stdout.splitlines()]
     assert [r["path"] for r in records] == [*paths, str(named)]
@@ -230,24 +194,24 @@ def test_paths_on_stdin_are_never_given_to_a_shell(
     assert "error" not in records[-1] and 0 <= records[-1]["p_melanoma"] <= 1
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert errors == [f"error: {p}: no such file" for p in paths]
-    result = _invoke("explain", "-", "-c", tiny_checkpoint, "-j", "0", "-o", tmp_path / "x",
-                     stdin=stdin)
+    result = invoke("explain", "-", "-c", tiny_checkpoint, "-j", "0", "-o", tmp_path / "x",
+                    stdin=stdin)
     assert result.exit_code == 2 and result.stdout.startswith(str(named))
     _untouched(marker, victim)
 
 
 def test_paths_in_label_files_are_never_given_to_a_shell(
     shell_bait: tuple[list[str], Path, Path], tiny_checkpoint: Path, labelled: Path,
-    tmp_path: Path,
+    tmp_path: Path, invoke, make_photo,
 ) -> None:
     paths, marker, victim = shell_bait
     src = tmp_path / "src"
     shutil.copytree(labelled, src)
-    named = _photo(src / "$(touch marker-real) `x` ; rm -rf victim.jpg", 9)
+    named = make_photo(src / "$(touch marker-real) `x` ; rm -rf victim.jpg", 9)
     with (src / "labels.csv").open("a") as fh:
         fh.write(f'"{named.name}",1\n')
-    result = _invoke("evaluate", "--data", src, "-c", tiny_checkpoint, "-j", "0",
-                     "--bootstrap", "0", "-f", "json")
+    result = invoke("evaluate", "--data", src, "-c", tiny_checkpoint, "-j", "0",
+                    "--bootstrap", "0", "-f", "json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["checkpoints"][0]["n_images"] == 7
     with (src / "labels.csv").open("a") as fh:
@@ -255,7 +219,7 @@ def test_paths_in_label_files_are_never_given_to_a_shell(
             fh.write('"{}",0\n'.format(path.replace('"', '""')))
     for args in (["evaluate", "--data", src, "-c", tiny_checkpoint, "-j", "0"],
                  ["prepare", src, "--out", tmp_path / "prepared"]):
-        result = _invoke(*args)
+        result = invoke(*args)
         assert result.exit_code == 1 and "Traceback" not in result.output
         assert "label without image" in result.stderr, result.stderr
     _untouched(marker, victim)
