@@ -93,7 +93,9 @@ def section_decode(paths: list[str], reps: int) -> dict[str, Any]:
     import numpy as np
     from PIL import Image
 
-    from attnmel_cli.preprocess import PREPARED_SIZE, load_photo, photo_to_input
+    from attnmel_cli.config import PREPARED_SIZE
+    from attnmel_cli.data.decode import load_photo
+    from attnmel_cli.data.transforms import photo_to_input
 
     sizes = {p: Image.open(p).size for p in paths}
     largest = max(sizes.values(), key=lambda s: s[0] * s[1])
@@ -142,8 +144,7 @@ def main() -> None:
     args = parse_args()
     import torch
 
-    from attnmel_cli.inference import ImageFiles, forward_batch, resolve_device
-    from attnmel_cli.predict import Session
+    from attnmel_cli.engine.inference import ImageFiles, Session, forward_batch, resolve_device
 
     info = bl.machine_info()
     bl.print_machine(info)
@@ -215,7 +216,7 @@ def section_cuda(session: Any, ckpt: Path, batch: Any, args: argparse.Namespace,
                  sync: Callable[[], None]) -> dict[str, Any]:
     import torch
 
-    from attnmel_cli.predict import Session
+    from attnmel_cli.engine.inference import Session
 
     device, n, model = session.device, len(batch), session.model
     out: dict[str, Any] = {}

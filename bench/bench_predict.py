@@ -72,8 +72,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def phase(args: argparse.Namespace) -> None:
     import torch
 
-    from attnmel_cli.inference import ImageFiles, forward_batch, resolve_device
-    from attnmel_cli.predict import Session
+    from attnmel_cli.engine.inference import ImageFiles, Session, forward_batch, resolve_device
 
     paths = args.files_from.read_text().splitlines()
     device = resolve_device(args.device)
@@ -108,7 +107,7 @@ def phase(args: argparse.Namespace) -> None:
             from torchvision import transforms as T
             from torchvision.transforms import functional as TF
 
-            from attnmel_cli.preprocess import CROP_FRACTION, resize_size
+            from attnmel_cli.config import CROP_FRACTION, resize_size
 
             tf = T.Compose([
                 T.Lambda(lambda im: TF.center_crop(im, round(CROP_FRACTION * min(im.size)))),
@@ -228,7 +227,7 @@ def main() -> None:
             Path(tmp) / "bench.safetensors", args.arch, args.backbone, args.width,
             args.image_size,
         )
-        from attnmel_cli.checkpoint import read_metadata
+        from attnmel_cli.io.checkpoint import read_metadata
 
         meta = read_metadata(ckpt)
         print(f"model: {meta.arch} {meta.backbone} width {meta.width}, {meta.image_size} px "

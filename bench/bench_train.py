@@ -8,14 +8,14 @@ alone, measured side by side in one run (issue 6).
 Without ``--data``, the first ``--limit`` training and ``--val-limit`` validation rows of the shared
 ISIC 2017 folder are prepared into a temporary dir first (not timed).
 
-Each pipeline runs :func:`attnmel_cli.train.train` — the function ``attnmel train`` calls — in its
-own process, randomly initialised (``--no-pretrained``), same options, same thread settings:
+Each pipeline runs :func:`attnmel_cli.engine.trainer.train` — the function ``attnmel train`` calls —
+in its own process, randomly initialised (``--no-pretrained``), same options, same thread settings:
 
 - **train**: one epoch as ``attnmel train --epochs 1`` runs it; samples/s = the epoch's training
   samples / its training time (the figure ``train`` logs; validation and checkpoint writes are
   excluded from it, and shown in the wall time).
-- **model step**: the same loop and the same step (``train._Step``: normalise, forward, loss,
-  backward, SGD) on one batch already in memory, repeated for as many batches as the epoch has
+- **model step**: the same loop and the same step (``engine.epoch.Step``: normalise, forward,
+  loss, backward, SGD) on one batch already in memory, repeated for as many batches as the epoch has
   (train's DataLoader replaced by that batch).
 - **data loading**: the same loop over train's own DataLoader (same Dataset, sampler,
   augmentations, workers), with the step replaced by a no-op; the figure is the second epoch's,
@@ -95,37 +95,38 @@ def phase(args: argparse.Namespace) -> None:
     import torch
 
     try:
-        from attnmel_cli import train as tr
+        from attnmel_cli import config
+        from attnmel_cli.engine import trainer as tr
 
-        needed = ("train", "TrainConfig", "DataLoader", "_Step", "_validate")
+        needed = ("train", "DataLoader", "Step", "validate")
         missing = [name for name in needed if not hasattr(tr, name)]
     except ImportError as exc:
         missing = [f"the module ({exc})"]
     if missing:
         raise SystemExit(
-            "bench_train needs attnmel_cli.train to provide " + ", ".join(missing) +
-            " (train(), TrainConfig, the DataLoader it builds, its _Step and _validate)"
+            "bench_train needs attnmel_cli.engine.trainer to provide " + ", ".join(missing) +
+            " (train(), the DataLoader it builds, its Step and validate)"
         )
     epochs = 1
     if args.phase in ("model", "data"):
-        tr._validate = lambda *a, **k: {"val_loss": 0.0, "val_ap": 0.0, "val_auc": 0.5}
+        tr.validate = lambda *a, **k: {"val_loss": 0.0, "val_ap": 0.0, "val_auc": 0.5}
     if args.phase == "model":
         tr.DataLoader = InMemoryLoader
     elif args.phase == "data":
-        tr._Step.__call__ = lambda self, batch: torch.zeros(4, device=self.device)
+        tr.Step.__call__ = lambda self, batch: torch.zeros(4, device=self.device)
         epochs = 2  # the second epoch's figure: workers already running
-    config = tr.TrainConfig(
+    run_config = config.TrainConfig(
         data=args.data, out=args.out, arch=args.arch, backbone=args.backbone, pretrained=False,
         roi=args.roi, epochs=epochs, batch_size=args.batch_size, width=args.width,
         image_size=args.image_size, device=args.device, workers=args.workers, force=True,
     )
     t = time.perf_counter()
-    result = tr.train(config)
+    result = tr.train(run_config)
     wall = time.perf_counter() - t
     print(json.dumps({
         "samples_per_s": result.samples_per_s, "epoch_s": [h["seconds"] for h in result.history],
         "train_wall_s": wall, "threads": torch.get_num_threads(),
-        "workers": tr.default_train_workers() if args.workers is None else args.workers,
+        "workers": config.default_train_workers() if args.workers is None else args.workers,
         "self_peak_rss": bl.self_peak(),
     }))
 
@@ -154,8 +155,8 @@ def main() -> None:
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="attnmel-bench-") as tmp:
         data = args.data or default_data(args, Path(tmp))
-        from attnmel_cli.manifest import read_manifest
-        from attnmel_cli.sampler import OversamplingSampler
+        from attnmel_cli.data.manifest import read_manifest
+        from attnmel_cli.data.sampler import OversamplingSampler
 
         rows = [r for r in read_manifest(data) if r.split == "train"]
         epoch = len(OversamplingSampler([r.label for r in rows]))

@@ -282,8 +282,8 @@ def make_checkpoint(
     """A randomly initialised attnmel checkpoint (the figures do not depend on the weights)."""
     import torch
 
-    from attnmel_cli.checkpoint import CheckpointMeta, save_checkpoint
-    from attnmel_cli.model import AttnMelNet, check_image_size
+    from attnmel_cli.io.checkpoint import CheckpointMeta, save_checkpoint
+    from attnmel_cli.models.attnmel import AttnMelNet, check_image_size
 
     check_image_size(image_size)
     torch.manual_seed(seed)
@@ -293,7 +293,7 @@ def make_checkpoint(
 
 
 def image_files(folder: Path, limit: int | None = None) -> list[str]:
-    from attnmel_cli.predict import expand_inputs
+    from attnmel_cli.data.image_files import expand_inputs
 
     if not folder.is_dir():
         sys.exit(f"{folder}: not found (the shared data folder is expected beside the repository)")

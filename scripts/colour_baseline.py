@@ -20,8 +20,8 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from attnmel_cli.manifest import read_manifest
-from attnmel_cli.metrics import average_precision, bootstrap_ci, roc_auc
+from attnmel_cli.data.manifest import read_manifest
+from attnmel_cli.evaluation.metrics import average_precision, bootstrap_ci, roc_auc
 
 BINS = (8, 4, 4)  # joint H × S × V histogram
 

@@ -21,11 +21,11 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner, Result
 
-from attnmel_cli.checkpoint import CheckpointMeta, read_tensors, save_checkpoint
 from attnmel_cli.cli import app
-from attnmel_cli.model import build_model
-from attnmel_cli.prepare import prepare_dataset
-from attnmel_cli.run_dir import BEST, LAST, METRICS
+from attnmel_cli.data.prepare import prepare_dataset
+from attnmel_cli.io.checkpoint import CheckpointMeta, read_tensors, save_checkpoint
+from attnmel_cli.io.run_dir import BEST, LAST, METRICS
+from attnmel_cli.models.registry import build_model
 
 # Tiny models gain nothing from intra-op threads, and on a small shared machine OpenMP spinning
 # makes a 4 ms forward pass take 0.5 s; OMP_NUM_THREADS still overrides this.

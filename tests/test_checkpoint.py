@@ -10,7 +10,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from attnmel_cli.checkpoint import (
+from attnmel_cli.errors import AttnMelError, CheckpointError
+from attnmel_cli.io.checkpoint import (
     DEFAULT_CHECKPOINT_ENV,
     FORMAT,
     CheckpointMeta,
@@ -21,8 +22,8 @@ from attnmel_cli.checkpoint import (
     save_checkpoint,
     write_tensors,
 )
-from attnmel_cli.errors import AttnMelError, CheckpointError
-from attnmel_cli.model import ARCHS, build_model
+from attnmel_cli.models.attnmel import ARCHS
+from attnmel_cli.models.registry import build_model
 
 WIDTH = 0.0625
 SIZE = 64

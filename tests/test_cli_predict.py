@@ -20,9 +20,9 @@ import pytest
 import torch
 from PIL import Image
 
-from attnmel_cli.checkpoint import DEFAULT_CHECKPOINT_ENV, CheckpointMeta, save_checkpoint
-from attnmel_cli.model import build_model
-from attnmel_cli.preprocess import network_box
+from attnmel_cli.data.transforms import network_box
+from attnmel_cli.io.checkpoint import DEFAULT_CHECKPOINT_ENV, CheckpointMeta, save_checkpoint
+from attnmel_cli.models.registry import build_model
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 FULLRES = SHARED_DATA / "isic2016-test-fullres" / "ISBI2016_ISIC_Part3_Test_Data"

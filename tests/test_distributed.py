@@ -26,13 +26,14 @@ import numpy as np
 import pytest
 import torch
 
-from attnmel_cli.checkpoint import load_checkpoint, read_tensors
-from attnmel_cli.distributed import SINGLE, Dist, from_env, make_sampler
+from attnmel_cli.config import TrainConfig
+from attnmel_cli.data.image_files import shard
+from attnmel_cli.data.sampler import OversamplingSampler, ShardedOversamplingSampler
+from attnmel_cli.engine.distributed import SINGLE, Dist, from_env, make_sampler
+from attnmel_cli.engine.trainer import train
 from attnmel_cli.errors import AttnMelError
-from attnmel_cli.predict import shard
-from attnmel_cli.run_dir import BEST, LAST, METRICS
-from attnmel_cli.sampler import OversamplingSampler, ShardedOversamplingSampler
-from attnmel_cli.train import TrainConfig, train
+from attnmel_cli.io.checkpoint import load_checkpoint, read_tensors
+from attnmel_cli.io.run_dir import BEST, LAST, METRICS
 
 SUBSET = {"Training": (12, 20), "Validation": (6, 10)}  # (melanoma, other) per split
 TINY = ["--no-pretrained", "--width", "0.0625", "--image-size", "64", "-b", "16", "--seed", "7",

@@ -18,19 +18,13 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from typer.testing import CliRunner
 
 from attnmel_cli.cli import app
+from attnmel_cli.data.manifest import Row, write_manifest
+from attnmel_cli.data.prepare import prepare_dataset
 from attnmel_cli.errors import AttnMelError, DataError
-from attnmel_cli.evaluate import (
-    check_outputs,
-    display_names,
-    load_data,
-    load_mask,
-    parse_threshold,
-    report_json,
-    report_table,
-    run_evaluation,
-)
-from attnmel_cli.manifest import Row, write_manifest
-from attnmel_cli.prepare import prepare_dataset
+from attnmel_cli.evaluation.inputs import load_data
+from attnmel_cli.evaluation.masks import load_mask
+from attnmel_cli.evaluation.rendering import check_outputs, report_json, report_table
+from attnmel_cli.evaluation.report import display_names, parse_threshold, run_evaluation
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 ISIC2017 = DATA / "isic2017-256"

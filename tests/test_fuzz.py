@@ -18,14 +18,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from attnmel_cli.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
-from attnmel_cli.datasets import read_csv, read_source
+from attnmel_cli.data.checks import Job, inspect_job
+from attnmel_cli.data.decode import load_photo
+from attnmel_cli.data.manifest import MANIFEST_COLUMNS, MANIFEST_NAME, Problems, read_manifest
+from attnmel_cli.data.sources import read_source
+from attnmel_cli.data.sources.files import read_csv
 from attnmel_cli.errors import AttnMelError, DataError, InputError
-from attnmel_cli.evaluate import load_mask
-from attnmel_cli.manifest import MANIFEST_COLUMNS, MANIFEST_NAME, Problems, read_manifest
-from attnmel_cli.model import build_model
-from attnmel_cli.prepare import Job, _inspect
-from attnmel_cli.preprocess import load_photo
+from attnmel_cli.evaluation.masks import load_mask
+from attnmel_cli.io.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
+from attnmel_cli.models.registry import build_model
 
 # 150 fixed examples per test in the suite (repeatable, ~15 s); ATTNMEL_FUZZ_EXAMPLES=5000 explores
 # new random ones for as long as one cares to wait.
@@ -173,7 +174,7 @@ def test_mask_and_header_checks_raise_only_input_errors(folder: Path, data: byte
     with contextlib.suppress(InputError):
         load_mask(mask, 64, prepared=False, photo=photo, max_pixels=MAX_PIXELS)
     job = Job("x", "train", 0, "nevus", photo, mask, None, None)
-    _, found = _inspect(job, folder, MAX_PIXELS)  # problems are returned, never raised
+    _, found = inspect_job(job, folder, MAX_PIXELS)  # problems are returned, never raised
     assert all(isinstance(kind, str) for kind, _ in found)
 
 

@@ -26,10 +26,10 @@ import pytest
 import torch
 from safetensors import SafetensorError
 
-from attnmel_cli import checkpoint as checkpoint_module
-from attnmel_cli.checkpoint import load_checkpoint, read_tensors, save_checkpoint
 from attnmel_cli.errors import AttnMelError
-from attnmel_cli.run_dir import LAST, LOCK, METRICS, STATE
+from attnmel_cli.io import checkpoint as checkpoint_module
+from attnmel_cli.io.checkpoint import load_checkpoint, read_tensors, save_checkpoint
+from attnmel_cli.io.run_dir import LAST, LOCK, METRICS, STATE
 
 SUBSET = {"Training": (8, 16), "Validation": (6, 10)}  # (melanoma, other) per split
 EPOCHS = 2  # 24 training images, melanoma ×4 → 48 draws → 3 steps of 16 per epoch
@@ -57,8 +57,8 @@ WRAPPER = textwrap.dedent(
 
     calls = [0]
     if pause_at.startswith("step:"):
-        from attnmel_cli import train
-        real_loss, wanted = train.attnmel_loss, int(pause_at.split(":")[1])
+        from attnmel_cli.engine import epoch
+        real_loss, wanted = epoch.attnmel_loss, int(pause_at.split(":")[1])
 
         def loss(*args, **kwargs):
             calls[0] += 1
@@ -66,9 +66,9 @@ WRAPPER = textwrap.dedent(
                 pause()
             return real_loss(*args, **kwargs)
 
-        train.attnmel_loss = loss
+        epoch.attnmel_loss = loss
     elif pause_at.startswith("save:"):
-        from attnmel_cli import checkpoint
+        from attnmel_cli.io import checkpoint
         _, name, n = pause_at.split(":")
         real_save = checkpoint.save_file
 
@@ -458,7 +458,7 @@ def test_output_folder_that_cannot_be_created_fails_before_any_work(
         assert str(bad) in line and "Not a directory" in line, (args[0], line)
 
 
-# ── every write goes through attnmel_cli.fsio ─────────────────────────────────────────────────
+# ── every write goes through attnmel_cli.io.atomic ────────────────────────────────────────────
 
 # call name → which argument is the file written: an index, or "self" for path.write_text(…)
 WRITERS: dict[str, int | str] = {
@@ -466,7 +466,7 @@ WRITERS: dict[str, int | str] = {
     "dump": 1, "write_text": "self", "write_bytes": "self", "touch": "self",
 }
 MODULE_SAVES = {("torch", "save"): 1, ("np", "save"): 0}
-TEMPORARY = {"tmp", "fh"}  # the names fsio's temporary path (or a handle on it) goes by
+TEMPORARY = {"tmp", "fh"}  # the names atomic.py's temporary path (or a handle on it) goes by
 
 
 def _target(node, name: str, receiver) -> object:
@@ -490,15 +490,15 @@ def _target(node, name: str, receiver) -> object:
 
 
 def test_every_file_write_goes_through_the_atomic_writers() -> None:
-    """A static audit: outside fsio.py, each call that writes a file writes the temporary path
-    that attnmel_cli.fsio hands out (``tmp``, or a handle ``fh`` opened on it), never the
+    """A static audit: outside io/atomic.py, each call that writes a file writes the temporary path
+    that attnmel_cli.io.atomic hands out (``tmp``, or a handle ``fh`` opened on it), never the
     target itself; so that every output is renamed into place whole."""
     import ast
 
     package = Path(__file__).resolve().parents[1] / "attnmel_cli"
     offenders = []
     for path in sorted(package.rglob("*.py")):
-        if path.name == "fsio.py":
+        if path.relative_to(package).as_posix() == "io/atomic.py":
             continue
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if not isinstance(node, ast.Call):
@@ -514,4 +514,4 @@ def test_every_file_write_goes_through_the_atomic_writers() -> None:
             if isinstance(target, ast.Name) and target.id in TEMPORARY:
                 continue
             offenders.append(f"{path.name}:{node.lineno} {ast.unparse(node)[:80]}")
-    assert not offenders, "writes that bypass attnmel_cli.fsio:\n" + "\n".join(offenders)
+    assert not offenders, "writes that bypass attnmel_cli.io.atomic:\n" + "\n".join(offenders)

@@ -15,8 +15,8 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from attnmel_cli import metrics as M
 from attnmel_cli.errors import AttnMelError
+from attnmel_cli.evaluation import metrics as M
 
 
 def _random_case(n: int = 120, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:

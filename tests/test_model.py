@@ -11,15 +11,10 @@ from safetensors.torch import save_file
 from torch import nn
 
 from attnmel_cli.errors import AttnMelError
-from attnmel_cli.model import (
-    ARCHS,
-    BACKBONES,
-    AttentionGate,
-    build_model,
-    check_image_size,
-    imagenet_weights_file,
-    scaled,
-)
+from attnmel_cli.models.attention import AttentionGate
+from attnmel_cli.models.attnmel import ARCHS, BACKBONES, check_image_size
+from attnmel_cli.models.backbones.vgg import imagenet_weights_file, scaled
+from attnmel_cli.models.registry import build_model
 
 WIDTH = 0.0625
 SIZE = 64

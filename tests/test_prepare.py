@@ -14,9 +14,11 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from attnmel_cli.cli import app
-from attnmel_cli.datasets import read_source
-from attnmel_cli.errors import DataError
-from attnmel_cli.manifest import (
+from attnmel_cli.config import PREPARED_SIZE
+from attnmel_cli.data.checks import Job, carve_val
+from attnmel_cli.data.decode import load_photo
+from attnmel_cli.data.dermo import dermo_map
+from attnmel_cli.data.manifest import (
     MANIFEST_COLUMNS,
     MANIFEST_NAME,
     Problems,
@@ -24,15 +26,10 @@ from attnmel_cli.manifest import (
     read_manifest,
     write_manifest,
 )
-from attnmel_cli.prepare import (
-    META_NAME,
-    Job,
-    PrepareResult,
-    carve_val,
-    dermo_map,
-    prepare_dataset,
-)
-from attnmel_cli.preprocess import PREPARED_SIZE, load_photo, paper_crop, paper_crop_box
+from attnmel_cli.data.prepare import META_NAME, PrepareResult, prepare_dataset
+from attnmel_cli.data.sources import read_source
+from attnmel_cli.data.transforms import paper_crop, paper_crop_box
+from attnmel_cli.errors import DataError
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 ISIC2017 = DATA / "isic2017-256"

@@ -11,17 +11,10 @@ import pytest
 import torch
 from PIL import Image
 
+from attnmel_cli.config import IMAGENET_MEAN, IMAGENET_STD, resize_size
+from attnmel_cli.data.decode import load_photo
+from attnmel_cli.data.transforms import network_box, paper_crop_box, photo_to_input, to_tensor
 from attnmel_cli.errors import InputError
-from attnmel_cli.preprocess import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    load_photo,
-    network_box,
-    paper_crop_box,
-    photo_to_input,
-    resize_size,
-    to_tensor,
-)
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 FULLRES = SHARED_DATA / "isic2016-test-fullres" / "ISBI2016_ISIC_Part3_Test_Data"

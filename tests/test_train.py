@@ -10,16 +10,17 @@ import numpy as np
 import pytest
 import torch
 
-from attnmel_cli import train as train_module
-from attnmel_cli.augment import random_view
-from attnmel_cli.checkpoint import load_checkpoint
+from attnmel_cli.config import TrainConfig
+from attnmel_cli.data.augment import random_view
+from attnmel_cli.data.manifest import read_manifest
+from attnmel_cli.data.sampler import OversamplingSampler
+from attnmel_cli.data.train_set import TrainSet
+from attnmel_cli.engine import epoch as epoch_module
+from attnmel_cli.engine.trainer import TrainInterrupted, train
 from attnmel_cli.errors import AttnMelError, DataError
-from attnmel_cli.manifest import read_manifest
-from attnmel_cli.run_dir import BEST, LAST, METRICS, METRICS_COLUMNS, STATE
-from attnmel_cli.run_state import flatten, unflatten
-from attnmel_cli.sampler import OversamplingSampler
-from attnmel_cli.train import TrainConfig, TrainInterrupted, train
-from attnmel_cli.trainset import TrainSet
+from attnmel_cli.io.checkpoint import load_checkpoint
+from attnmel_cli.io.run_dir import BEST, LAST, METRICS, METRICS_COLUMNS, STATE
+from attnmel_cli.io.run_state import flatten, unflatten
 
 SUBSET = {"Training": (12, 20), "Validation": (6, 10)}  # (melanoma, other) per split
 
@@ -95,7 +96,7 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result(
 ) -> None:
     out = tmp_path / "resumed"
     calls = {"n": 0}
-    real_loss = train_module.attnmel_loss
+    real_loss = epoch_module.attnmel_loss
 
     def interrupt_in_epoch_two(*args: object, **kwargs: object) -> object:
         calls["n"] += 1
@@ -103,7 +104,7 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result(
             raise KeyboardInterrupt
         return real_loss(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(train_module, "attnmel_loss", interrupt_in_epoch_two)
+    monkeypatch.setattr(epoch_module, "attnmel_loss", interrupt_in_epoch_two)
     with pytest.raises(TrainInterrupted, match="holds epoch 1"):
         train(_config(prepared, out))
     monkeypatch.undo()

@@ -1,0 +1,28 @@
+"""What the commands show on stderr: the console, progress bars, one-line failures."""
+
+from __future__ import annotations
+
+import logging
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.text import Text
+
+err = Console(stderr=True, soft_wrap=True)
+log = logging.getLogger("attnmel")
+
+
+def progress(enabled: bool = True) -> Progress:
+    """A Rich progress bar on stderr (silent when stderr is not a terminal or not ``enabled``)."""
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+        console=err, transient=True, disable=not (enabled and err.is_terminal),
+    )
+
+
+def report_failure(path: str, message: str) -> None:
+    """One line on stderr for an input that failed (the message already names the file)."""
+    # Text, not markup: file names may hold "[/x]" or ":smile:"; control characters escaped so
+    # that the line stays one line.
+    one_line = message.replace("\r", "\\r").replace("\n", "\\n")
+    err.print(Text.assemble(("error:", "red"), " ", one_line), highlight=False)

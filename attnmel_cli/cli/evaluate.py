@@ -1,0 +1,137 @@
+"""``attnmel evaluate``: AP and AUC with intervals, operating points, calibration, Jaccard."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from attnmel_cli.cli.console import err, log, progress, report_failure
+from attnmel_cli.cli.options import (
+    BatchOpt,
+    CheckpointOpt,
+    DeviceOpt,
+    ForceOpt,
+    MaxPixelsOpt,
+    WorkersOpt,
+)
+from attnmel_cli.config import default_workers
+from attnmel_cli.data.decode import DEFAULT_MAX_PIXELS
+from attnmel_cli.engine.distributed import process_group
+from attnmel_cli.errors import EXIT_OK, EXIT_PARTIAL, AttnMelError
+from attnmel_cli.io.checkpoint import resolve_checkpoint
+
+if TYPE_CHECKING:
+    from attnmel_cli.evaluation.results import EvalData, Evaluation
+
+
+def evaluate(
+    data: Annotated[
+        Path,
+        typer.Option(
+            "--data", "-d",
+            help="Prepared dir, or labelled data never prepared (ISIC download, class folders, "
+            "image,label CSV).",
+        ),
+    ],
+    checkpoint: CheckpointOpt = None,
+    split: Annotated[
+        str, typer.Option(help="Split to evaluate: train, val or test (data without splits: all).")
+    ] = "test",
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", "-o",
+            help="Write predictions.csv, report.json, roc.png, pr.png and reliability.png here.",
+        ),
+    ] = None,
+    threshold: Annotated[
+        str,
+        typer.Option(help="Threshold on p_melanoma, or 'val': Youden's J on the val split."),
+    ] = "0.5",
+    fmt: Annotated[
+        str, typer.Option("--format", "-f", help="table (on stderr) or json (report on stdout).")
+    ] = "table",
+    compare: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--compare",
+            help="Another checkpoint, side by side, with DeLong's test of its AUC against the "
+            "first (repeatable).",
+        ),
+    ] = None,
+    dataset: Annotated[
+        str, typer.Option(help="Layout of data never prepared (auto detects it).")
+    ] = "auto",
+    bootstrap: Annotated[
+        int, typer.Option(min=0, help="Bootstrap resamples for the 95 % intervals (0: none).")
+    ] = 1000,
+    seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 0,
+    batch_size: BatchOpt = 16,
+    workers: WorkersOpt = None,
+    device: DeviceOpt = "auto",
+    max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
+    force: ForceOpt = False,
+) -> None:
+    """AP and AUC with 95 % intervals, operating points, calibration, attention Jaccard.
+
+    Under ``torchrun --nproc_per_node N -m attnmel_cli evaluate …`` the processes share the
+    scoring and rank 0 writes the report.
+    """
+    from attnmel_cli.evaluation.report import run_evaluation  # lazy: scikit-learn loads slowly
+
+    def setup() -> tuple[Any, ...]:  # on rank 0 only under torchrun
+        return _setup(data, split, dataset, out, threshold, fmt, force, checkpoint, compare)
+
+    # Under torchrun every process scores a block of the images; rank 0 writes the report.
+    with process_group(device) as (dist, dev):
+        cut, eval_data, val_data, checkpoints = dist.on_main(setup)
+        lo, hi = dist.bounds(len(eval_data.items))
+        with progress(dist.is_main) as bar:
+            task = bar.add_task("evaluating", total=(hi - lo) * len(checkpoints))
+            result = run_evaluation(
+                eval_data, checkpoints, dev, threshold=cut, val_data=val_data,
+                n_boot=bootstrap, seed=seed, batch_size=batch_size,
+                workers=dist.workers(default_workers()) if workers is None else workers,
+                advance=lambda: bar.advance(task), max_pixels=max_pixels, dist=dist,
+            )
+    if not dist.is_main:
+        raise typer.Exit(EXIT_OK)
+    _render(result, out, fmt, force)
+    raise typer.Exit(EXIT_PARTIAL if result.report["failed"] else EXIT_OK)
+
+
+def _setup(
+    data: Path, split: str, dataset: str, out: Path | None, threshold: str, fmt: str, force: bool,
+    checkpoint: Path | None, compare: list[Path] | None,
+) -> tuple[float | None, EvalData, EvalData | None, list[Path]]:
+    """Check the options and read the data: the threshold (None: chosen on val), the images to
+    evaluate, the val split when needed, and the checkpoints."""
+    from attnmel_cli.evaluation.inputs import load_data, load_val_data
+    from attnmel_cli.evaluation.rendering import check_outputs
+    from attnmel_cli.evaluation.report import parse_threshold
+
+    if fmt not in ("table", "json"):
+        raise AttnMelError(f"unknown --format {fmt!r}; choose table or json")
+    cut = parse_threshold(threshold)
+    if out is not None:
+        check_outputs(out, overwrite=force)
+    eval_data = load_data(data, split, dataset)
+    val_data = load_val_data(data, dataset) if cut is None else None
+    return cut, eval_data, val_data, [resolve_checkpoint(checkpoint), *(compare or [])]
+
+
+def _render(result: Evaluation, out: Path | None, fmt: str, force: bool) -> None:
+    """Failed images on stderr, the files in ``out``, the report as JSON (stdout) or a table."""
+    from attnmel_cli.evaluation.rendering import report_json, report_table, write_outputs
+
+    for failure in result.report["failed"]:
+        report_failure(failure["path"], failure["error"])
+    if out is not None:
+        write_outputs(result, out, overwrite=force)
+        log.info("wrote predictions.csv, report.json and plots to %s", out)
+    if fmt == "json":
+        typer.echo(report_json(result.report), nl=False)
+    else:
+        err.print(report_table(result.report))

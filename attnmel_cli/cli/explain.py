@@ -1,0 +1,64 @@
+"""``attnmel explain``: attention maps (or the CAM) over each photo, at the photo's own size."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from attnmel_cli.cli.console import log, progress, report_failure
+from attnmel_cli.cli.options import (
+    BatchOpt,
+    CheckpointOpt,
+    DeviceOpt,
+    ForceOpt,
+    MaxPixelsOpt,
+    PathsArg,
+    RecursiveOpt,
+    ShardOpt,
+    WorkersOpt,
+)
+from attnmel_cli.data.decode import DEFAULT_MAX_PIXELS
+from attnmel_cli.data.image_files import collect_inputs
+from attnmel_cli.engine.distributed import refuse
+from attnmel_cli.engine.inference import Session, resolve_device
+from attnmel_cli.errors import EXIT_OK, EXIT_PARTIAL
+from attnmel_cli.io.atomic import ensure_dir
+from attnmel_cli.io.checkpoint import resolve_checkpoint
+from attnmel_cli.viz.explain import check_explainable, explain_paths
+
+
+def explain(
+    paths: PathsArg,
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Folder for overlays, composites and raw maps.")
+    ],
+    checkpoint: CheckpointOpt = None,
+    recursive: RecursiveOpt = False,
+    batch_size: BatchOpt = 8,
+    workers: WorkersOpt = None,
+    device: DeviceOpt = "auto",
+    max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
+    force: ForceOpt = False,
+    shard_spec: ShardOpt = None,
+) -> None:
+    """Write, per image, the attention maps (CAM for vgg16-gap) over the photo at its own size."""
+    refuse("explain", "split the inputs with --shard I/N instead (one job per shard)")
+    inputs = collect_inputs(paths, recursive, shard_spec)
+    ensure_dir(out)  # a folder that cannot be written fails now, not once per image
+    session = Session.load(resolve_checkpoint(checkpoint), resolve_device(device))
+    check_explainable(session)
+    failed = 0
+    with progress() as bar:
+        task = bar.add_task("explaining", total=len(inputs))
+        for done in explain_paths(session, inputs, out, batch_size=batch_size, workers=workers,
+                                  max_pixels=max_pixels, force=force):
+            if done.error is not None:
+                failed += 1
+                report_failure(done.path, done.error)
+            else:
+                typer.echo(f"{done.path}\t{done.p_melanoma:.6f}\t{done.composite}")
+            bar.advance(task)
+    log.info("explained %d of %d images into %s", len(inputs) - failed, len(inputs), out)
+    raise typer.Exit(EXIT_PARTIAL if failed else EXIT_OK)

@@ -1,0 +1,63 @@
+"""Option types shared by several commands (``Annotated`` Typer parameters)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from attnmel_cli import __version__
+
+CheckpointOpt = Annotated[
+    Path | None,
+    typer.Option("--checkpoint", "-c",
+                 help="attnmel .safetensors checkpoint [default: the model in weights/]."),
+]
+PathsArg = Annotated[
+    list[str],
+    typer.Argument(help="Image files, folders, or - to read paths from stdin (one per line)."),
+]
+RecursiveOpt = Annotated[
+    bool, typer.Option("--recursive", "-r", help="Walk subfolders of folders.")
+]
+BatchOpt = Annotated[
+    int, typer.Option("--batch-size", "-b", min=1, help="Images per forward pass.")
+]
+WorkersOpt = Annotated[
+    int | None,
+    typer.Option("--workers", "-j", min=0, help="Decoding worker processes [default: cores - 1]."),
+]
+DeviceOpt = Annotated[
+    str, typer.Option("--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda[:N] or mps.")
+]
+MaxPixelsOpt = Annotated[
+    int,
+    typer.Option("--max-pixels", min=1,
+                 help="Refuse images declaring more pixels (decompression bombs)."),
+]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite existing output files.")]
+ShardOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--shard", metavar="I/N",
+        help="Process only the I-th of N contiguous blocks of the inputs (0-based); the outputs of "
+        "shards 0…N-1 concatenated equal the unsharded output.",
+    ),
+]
+
+
+def _print_version(value: bool) -> None:
+    """``--version``: print and exit before any command is required."""
+    if value:
+        typer.echo(f"attnmel {__version__}")
+        raise typer.Exit()
+
+
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Log debug detail to stderr.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Only errors on stderr.")]
+VersionOpt = Annotated[
+    bool,
+    typer.Option("--version", is_eager=True, callback=_print_version,
+                 help="Print the version and exit."),
+]

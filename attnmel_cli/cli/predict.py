@@ -1,0 +1,131 @@
+"""``attnmel predict``: score images, one record per image on stdout, in input order."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from attnmel_cli.cli.console import log, progress, report_failure
+from attnmel_cli.cli.options import (
+    BatchOpt,
+    CheckpointOpt,
+    DeviceOpt,
+    ForceOpt,
+    MaxPixelsOpt,
+    PathsArg,
+    RecursiveOpt,
+    ShardOpt,
+    WorkersOpt,
+)
+from attnmel_cli.cli.scoring import Row, predict_rows
+from attnmel_cli.config import default_workers
+from attnmel_cli.data.decode import DEFAULT_MAX_PIXELS
+from attnmel_cli.data.image_files import collect_inputs
+from attnmel_cli.engine.distributed import Dist, process_group
+from attnmel_cli.engine.inference import Session
+from attnmel_cli.errors import EXIT_OK, EXIT_PARTIAL, AttnMelError
+from attnmel_cli.io.checkpoint import resolve_checkpoint
+from attnmel_cli.io.records import FORMATS, RecordWriter, default_format, record
+from attnmel_cli.viz.overlay import check_overlay_options, overlay_map_name
+
+if TYPE_CHECKING:
+    import torch
+
+
+def predict(
+    paths: PathsArg,
+    checkpoint: CheckpointOpt = None,
+    recursive: RecursiveOpt = False,
+    fmt: Annotated[
+        str | None,
+        typer.Option("--format", "-f", help=f"Output: {'|'.join(FORMATS)} [default: table on a "
+                     "terminal, csv when piped]."),
+    ] = None,
+    threshold: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Label 1 (melanoma) when p_melanoma ≥ this.")
+    ] = 0.5,
+    overlay: Annotated[
+        Path | None,
+        typer.Option(help="Write the attention overlay of the single input image here."),
+    ] = None,
+    overlay_dir: Annotated[
+        Path | None,
+        typer.Option(help="Write one attention overlay per image into this folder."),
+    ] = None,
+    overlay_map: Annotated[
+        str,
+        typer.Option(help="Map drawn in overlays: pool4, pool3 (attnmel) or cam (vgg16-gap)."),
+    ] = "auto",
+    batch_size: BatchOpt = 16,
+    workers: WorkersOpt = None,
+    device: DeviceOpt = "auto",
+    max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
+    force: ForceOpt = False,
+    shard_spec: ShardOpt = None,
+    amp: Annotated[
+        bool,
+        typer.Option("--amp/--no-amp",
+                     help="bf16 mixed precision on CUDA (faster; rounds the logits, so scores "
+                     "may tie)."),
+    ] = False,
+) -> None:
+    """Score images: one record per image on stdout (path, p_melanoma, label, checkpoint).
+
+    Under ``torchrun --nproc_per_node N -m attnmel_cli predict …`` each process scores a block of
+    the inputs and rank 0 writes all the records, in input order.
+    """
+    with process_group(device) as (dist, dev):
+        _predict(dist, dev, paths, checkpoint, recursive, fmt, threshold, overlay, overlay_dir,
+                 overlay_map, batch_size, workers, max_pixels, force, shard_spec, amp)
+
+
+def _predict(
+    dist: Dist, dev: torch.device, paths: list[str], checkpoint: Path | None, recursive: bool,
+    fmt: str | None, threshold: float, overlay: Path | None, overlay_dir: Path | None,
+    overlay_map: str, batch_size: int, workers: int | None, max_pixels: int, force: bool,
+    shard_spec: str | None, amp: bool,
+) -> None:
+    fmt = fmt or default_format()
+
+    def setup() -> tuple[list[str], Path]:  # on rank 0 only under torchrun (reads stdin)
+        if fmt not in FORMATS:
+            raise AttnMelError(f"unknown --format {fmt!r}; choose one of {', '.join(FORMATS)}")
+        inputs = collect_inputs(paths, recursive, shard_spec)
+        check_overlay_options(inputs, overlay, overlay_dir, force)
+        return inputs, resolve_checkpoint(checkpoint)
+
+    inputs, checkpoint_path = dist.on_main(setup)
+    session = Session.load(checkpoint_path, dev)
+    map_name = (
+        overlay_map_name(session, overlay_map)
+        if overlay is not None or overlay_dir is not None else None
+    )
+    lo, hi = dist.bounds(len(inputs))  # this process's block (all of them outside torchrun)
+
+    def results() -> Iterator[Row]:
+        with progress(dist.is_main) as bar:
+            task = bar.add_task("scoring", total=hi - lo)
+            yield from predict_rows(
+                session, inputs, (lo, hi), overlay=overlay, overlay_dir=overlay_dir,
+                map_name=map_name, batch_size=batch_size,
+                workers=dist.workers(default_workers()) if workers is None else workers,
+                max_pixels=max_pixels, force=force, amp=amp,
+                advance=lambda: bar.advance(task),
+            )
+
+    # One process streams its records; under torchrun rank 0 gathers every block, in order.
+    rows = dist.collect(results())
+    if not dist.is_main:
+        raise typer.Exit(EXIT_OK)
+    writer, failed = RecordWriter(fmt), 0
+    for path, p, error in rows:
+        if error is not None:
+            failed += 1
+            report_failure(path, error)
+        writer.write(record(path, p, threshold, session.name, error))
+    writer.close()
+    log.info("scored %d of %d images with %s", len(inputs) - failed, len(inputs), session.name)
+    raise typer.Exit(EXIT_PARTIAL if failed else EXIT_OK)

@@ -1,0 +1,87 @@
+"""``attnmel prepare``: check a labelled dataset, then write the prepared dir."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import TaskID
+from rich.table import Table
+
+from attnmel_cli.cli.console import err, log, progress
+from attnmel_cli.cli.options import MaxPixelsOpt
+from attnmel_cli.data.decode import DEFAULT_MAX_PIXELS
+from attnmel_cli.data.prepare import (
+    DEFAULT_SEED,
+    DEFAULT_VAL_FRACTION,
+    PrepareResult,
+    prepare_dataset,
+)
+from attnmel_cli.engine.distributed import refuse
+
+
+def prepare(
+    source: Annotated[
+        Path,
+        typer.Argument(help="ISIC download, class folders, or a folder with an image,label CSV."),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option("--out", "-o", help="Prepared dir to write (manifest.csv, images, masks)."),
+    ],
+    dataset: Annotated[
+        str,
+        typer.Option(help="Source layout: auto, isic2016, isic2017, isic2018, isic2019, isic2020, "
+                     "folder or csv."),
+    ] = "auto",
+    val_fraction: Annotated[
+        float,
+        typer.Option(min=0.0, help="Share of train carved into a stratified val split when the "
+                     "source has none (0: none)."),
+    ] = DEFAULT_VAL_FRACTION,
+    seed: Annotated[int, typer.Option(help="Seed of the val split carve.")] = DEFAULT_SEED,
+    workers: Annotated[
+        int | None,
+        typer.Option("--workers", "-j", min=1, help="Decoding threads (default: min(4, cores))."),
+    ] = None,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Write into an --out holding another dataset or other files."),
+    ] = False,
+    max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
+) -> None:
+    """Check a labelled dataset, then write it preprocessed (paper crop, 256×256) with its masks."""
+    refuse("prepare")
+    with progress() as bar:
+        tasks: dict[str, TaskID] = {}
+
+        def show(phase: str, done: int, total: int) -> None:
+            if phase not in tasks:
+                tasks[phase] = bar.add_task(phase, total=total)
+            bar.update(tasks[phase], completed=done)
+
+        result = prepare_dataset(
+            source, out, dataset=dataset, val_fraction=val_fraction, seed=seed, workers=workers,
+            force=force, progress=show, max_pixels=max_pixels,
+        )
+    for folder, count in result.ignored.items():
+        log.info("ignored %d unlabelled images in %s", count, folder)
+    err.print(summary_table(result))
+    log.info(
+        "prepared %d images (%d written, %d already done) in %.1f s",
+        result.written + result.skipped, result.written, result.skipped, result.seconds,
+    )
+
+
+def summary_table(result: PrepareResult) -> Table:
+    """The prepared dir per split, as a Rich table for stderr."""
+    table = Table(
+        title=f"{result.out} · {result.layout}"
+        + (" · val carved from train" if result.carved_val else "")
+    )
+    for name in ("split", "images", "melanoma", "lesion masks", "dermo maps"):
+        table.add_column(name, justify="left" if name == "split" else "right")
+    for split, c in result.counts.items():
+        table.add_row(split, str(c.images), str(c.melanoma), str(c.lesion_masks), str(c.dermo_maps))
+    return table

@@ -1,0 +1,56 @@
+"""``predict``'s driver: score a block of the inputs in order, writing overlays on the way."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+from attnmel_cli.data.decode import DEFAULT_MAX_PIXELS
+from attnmel_cli.engine.inference import Session
+from attnmel_cli.errors import AttnMelError
+from attnmel_cli.viz.overlay import overlay_target, write_overlay
+
+Row = tuple[str, float | None, str | None]  # path, p_melanoma, error
+
+
+def predict_rows(
+    session: Session,
+    inputs: Sequence[str],
+    block: tuple[int, int],
+    *,
+    overlay: Path | None = None,
+    overlay_dir: Path | None = None,
+    map_name: str | None = None,
+    batch_size: int = 16,
+    workers: int | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    force: bool = False,
+    amp: bool = False,
+    advance: Callable[[], None] = lambda: None,
+) -> Iterator[Row]:
+    """Score ``inputs[lo:hi]`` in order, writing each image's overlay on the way.
+
+    Overlay names are settled over all of ``inputs``, so that every block of a distributed run
+    names its files as a single process would.
+    """
+    lo, hi = block
+    taken: set[str] = set()
+    targets = (
+        [overlay_target(p, overlay_dir, taken) for p in inputs][lo:hi]
+        if overlay_dir is not None else None
+    )
+    want_maps = map_name is not None and (overlay is not None or targets is not None)
+    for scored in session.score(
+        inputs[lo:hi], batch_size=batch_size, workers=workers, keep_maps=want_maps,
+        max_pixels=max_pixels, amp=amp,
+    ):
+        error = scored.error
+        if error is None and want_maps:
+            target = overlay if overlay is not None else targets[scored.index]  # type: ignore[index]
+            try:
+                write_overlay(scored, session.meta, map_name, target,  # type: ignore[arg-type]
+                              max_pixels=max_pixels, overwrite=force)
+            except AttnMelError as exc:
+                error = str(exc)
+        yield scored.path, scored.p_melanoma, error
+        advance()

@@ -1,0 +1,1 @@
+"""Data: decoding, the paper's transforms, source readers, prepare, manifest, training set."""

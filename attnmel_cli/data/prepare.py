@@ -1,0 +1,233 @@
+"""``attnmel prepare``: check a source dataset, then write the prepared dir (paper §3.1).
+
+1. **Check** (nothing written): read the labels, index the files, then verify that every label has
+   an image and every image in a labelled folder a label, that no id is duplicated, that labels are
+   valid, that every image header reads and that its masks, superpixel maps and feature JSONs fit
+   it. All problems are reported together, listing the offending ids.
+2. **Write**: decode each photo once (in parallel), crop and resize it as the paper does and store
+   it as a lossless PNG (256×256 RGB, no second JPEG generation); lesion and dermo maps get the same
+   crop with nearest-neighbour resampling, stored as 0/255 PNGs. ``manifest.csv`` and
+   ``prepare.json`` are written last: a dir without ``manifest.csv`` is incomplete.
+
+Each output PNG carries a digest of its inputs (source files + recipe), so a re-run skips what is
+already done, after an interruption too. A photo that passes the header check but fails to decode
+aborts the run before ``manifest.csv`` is written, naming every such file; finished files are kept.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+from attnmel_cli import __version__
+from attnmel_cli.config import default_prepare_workers
+from attnmel_cli.data.checks import Job, assign_splits, inspect_job, match_files, rel_path
+from attnmel_cli.data.decode import DEFAULT_MAX_PIXELS
+from attnmel_cli.data.manifest import MANIFEST_NAME, SPLITS, Problems, Row, write_manifest
+from attnmel_cli.data.sources import Source, read_source
+from attnmel_cli.data.writer import RECIPE, Done, process_job
+from attnmel_cli.errors import DataError
+from attnmel_cli.io.atomic import ensure_dir, write_text_atomic
+
+META_NAME = "prepare.json"
+META_FORMAT = "attnmel-prepared"
+DEFAULT_VAL_FRACTION = 0.2
+DEFAULT_SEED = 0
+
+ProgressFn = Callable[[str, int, int], None]  # (phase, done, total)
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass
+class SplitCount:
+    images: int = 0
+    melanoma: int = 0
+    lesion_masks: int = 0
+    dermo_maps: int = 0
+
+
+@dataclass
+class PrepareResult:
+    """Summary of a prepare run, for the CLI to render."""
+
+    out: Path
+    layout: str
+    counts: dict[str, SplitCount]
+    written: int
+    skipped: int
+    carved_val: bool
+    ignored: dict[str, int] = field(default_factory=dict)  # unlabelled folder → image count
+    seconds: float = 0.0
+
+
+def _parallel(
+    fn: Callable[[T], R],
+    items: Sequence[T],
+    workers: int,
+    phase: str,
+    progress: ProgressFn | None,
+) -> list[R]:
+    """``[fn(x) for x in items]`` on a thread pool (Pillow, zlib and hashlib release the GIL)."""
+    pool = ThreadPoolExecutor(max_workers=workers)
+    try:
+        futures = [pool.submit(fn, item) for item in items]
+        for done, future in enumerate(as_completed(futures), 1):
+            future.result()
+            if progress:
+                progress(phase, done, len(items))
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown()
+    return [f.result() for f in futures]
+
+
+def _read_meta(out: Path) -> dict[str, object] | None:
+    try:
+        meta = json.loads((out / META_NAME).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return meta if isinstance(meta, dict) and meta.get("format") == META_FORMAT else None
+
+
+def _claim_out(out: Path, root: Path, layout: str, force: bool) -> None:
+    """Refuse an --out that holds something other than a prepared copy of this same source."""
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{out}: exists and is not a folder")
+    above = next((p for p in out.parents if p.exists()), None)  # nothing is created yet
+    if above is not None and not above.is_dir():
+        raise DataError(f"{out}: cannot create this output folder (Not a directory: {above})")
+    if out == root:
+        raise DataError(f"{out}: --out must differ from SOURCE")
+    if force or not out.exists() or not any(out.iterdir()):
+        return
+    meta = _read_meta(out)
+    if meta and meta.get("source") == str(root) and meta.get("layout") == layout:
+        return
+    what = (
+        f"holds a dataset prepared from {meta.get('source')} ({meta.get('layout')})"
+        if meta
+        else "is not empty and not an attnmel prepared dir"
+    )
+    raise DataError(f"{out}: {what}; pass --force to prepare {root} ({layout}) into it anyway")
+
+
+def _meta(
+    src: Source,
+    val_fraction: float,
+    seed: int,
+    carved: bool,
+    counts: dict[str, SplitCount] | None,
+    ignored: dict[str, int],
+) -> str:
+    meta = {
+        "format": META_FORMAT,
+        "format_version": 1,
+        "attnmel_version": __version__,
+        "complete": counts is not None,
+        "source": str(src.root),
+        "layout": src.layout,
+        "label_files": [rel_path(p, src.root) for p in src.label_files],
+        "val_fraction": val_fraction,
+        "seed": seed,
+        "carved_val": carved,
+        "recipe": RECIPE,
+        "image_format": "png",
+        "counts": {k: vars(v) for k, v in (counts or {}).items()},
+        "ignored_unlabelled_folders": ignored,
+    }
+    return json.dumps(meta, indent=2) + "\n"
+
+
+def _count(rows: Iterable[Row]) -> dict[str, SplitCount]:
+    counts = {split: SplitCount() for split in SPLITS}
+    for row in rows:
+        c = counts[row.split]
+        c.images += 1
+        c.melanoma += row.label
+        c.lesion_masks += row.lesion_mask is not None
+        c.dermo_maps += row.dermo_mask is not None
+    return {k: v for k, v in counts.items() if v.images}
+
+
+def _inspect_all(
+    jobs: Sequence[Job], root: Path, workers: int, max_pixels: int, problems: Problems,
+    progress: ProgressFn | None,
+) -> list[Job]:
+    """Header checks of every job (in parallel); raise listing every problem found so far."""
+    inspected = _parallel(
+        lambda j: inspect_job(j, root, max_pixels), jobs, workers, "checking", progress
+    )
+    for _, found in inspected:
+        for kind, item in found:
+            problems.add(kind, item)
+    problems.raise_if_any("; nothing written")
+    return [job for job, _ in inspected]
+
+
+def _write_all(
+    jobs: Sequence[Job], root: Path, out: Path, workers: int, max_pixels: int,
+    progress: ProgressFn | None,
+) -> list[Done]:
+    """Write every job (in parallel); raise naming every photo that did not decode."""
+    done = _parallel(
+        lambda j: process_job(j, root, out, max_pixels), jobs, workers, "preparing", progress
+    )
+    failed = Problems(str(root))
+    for d in done:
+        if d.error:
+            failed.add("cannot decode", d.error)
+    failed.raise_if_any(
+        "; manifest not written (finished images are kept; fix or remove the files and re-run)"
+    )
+    return done
+
+
+def prepare_dataset(
+    source: str | Path,
+    out: str | Path,
+    *,
+    dataset: str = "auto",
+    val_fraction: float = DEFAULT_VAL_FRACTION,
+    seed: int = DEFAULT_SEED,
+    workers: int | None = None,
+    force: bool = False,
+    progress: ProgressFn | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> PrepareResult:
+    """Check SOURCE completely, then write (or update) the prepared dir ``out``."""
+    start = time.perf_counter()
+    if not 0 <= val_fraction < 1:
+        raise DataError(f"--val-fraction must be in [0, 1), got {val_fraction}")
+    if workers is not None and workers < 1:
+        raise DataError(f"--workers must be at least 1, got {workers}")
+    workers = workers or default_prepare_workers()
+    root, out = Path(source).resolve(), Path(out).resolve()
+    problems = Problems(str(root))
+    src = read_source(root, problems, dataset, exclude=out)
+    _claim_out(out, root, src.layout, force)
+    jobs, ignored = match_files(src, problems)
+    problems.raise_if_any("; nothing written")
+    jobs = _inspect_all(jobs, root, workers, max_pixels, problems, progress)
+    jobs, carved = assign_splits(jobs, val_fraction, seed)
+
+    ensure_dir(out)
+    (out / MANIFEST_NAME).unlink(missing_ok=True)  # the dir is incomplete until the end
+    write_text_atomic(out / META_NAME, _meta(src, val_fraction, seed, carved, None, ignored))
+    done = _write_all(jobs, root, out, workers, max_pixels, progress)
+    order = {s: i for i, s in enumerate(SPLITS)}
+    rows = sorted((d.row for d in done if d.row), key=lambda r: (order[r.split], r.image_id))
+    counts = _count(rows)
+    write_manifest(out, rows)
+    write_text_atomic(out / META_NAME, _meta(src, val_fraction, seed, carved, counts, ignored))
+    skipped = sum(d.skipped for d in done)
+    return PrepareResult(
+        out, src.layout, counts, len(done) - skipped, skipped, carved, ignored,
+        time.perf_counter() - start,
+    )

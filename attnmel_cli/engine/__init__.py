@@ -1,0 +1,1 @@
+"""Training and scoring machinery: trainer, optimiser, averaging, inference, torchrun."""

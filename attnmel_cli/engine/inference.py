@@ -1,0 +1,211 @@
+"""Batch scoring, shared by ``predict``, ``explain``, ``evaluate`` and training's validation.
+
+Images are decoded and preprocessed in DataLoader worker processes while the network runs, in
+batches, and results stream out in input order: memory stays flat however many files there are.
+A file that cannot be used yields a :class:`Scored` with ``error`` set; the rest go on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from attnmel_cli.config import PREPARED_SIZE, default_workers
+from attnmel_cli.data.decode import DEFAULT_MAX_PIXELS, load_photo
+from attnmel_cli.data.transforms import photo_to_input, prepared_to_input
+from attnmel_cli.errors import AttnMelError, InputError
+from attnmel_cli.io.checkpoint import CheckpointMeta, load_checkpoint
+from attnmel_cli.models.attnmel import AttnMelNet
+
+
+@dataclass
+class Scored:
+    """One input's result: melanoma probability and (optionally) its maps at network resolution."""
+
+    index: int
+    path: str
+    p_melanoma: float | None = None
+    maps: dict[str, np.ndarray] = field(default_factory=dict)  # name → (h, w) float32
+    error: str | None = None
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` picks CUDA, then Apple MPS, then the CPU; otherwise the named device."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise AttnMelError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise AttnMelError(f"device {name!r} requested but CUDA is not available")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise AttnMelError("device 'mps' requested but Apple MPS is not available")
+    return device
+
+
+class ImageFiles(Dataset):
+    """Paths → (index, input tensor (3, S, S) or None, error message or None)."""
+
+    def __init__(
+        self,
+        paths: Sequence[str | Path],
+        meta: CheckpointMeta,
+        *,
+        prepared: bool = False,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+    ) -> None:
+        self.paths = [str(p) for p in paths]
+        self.meta, self.prepared, self.max_pixels = meta, prepared, max_pixels
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[int, torch.Tensor | None, str | None]:
+        path = self.paths[index]
+        try:
+            img = load_photo(path, max_pixels=self.max_pixels, draft_min_side=PREPARED_SIZE)
+            to_input = prepared_to_input if self.prepared else photo_to_input
+            return index, to_input(img, self.meta.image_size, self.meta.mean, self.meta.std), None
+        except InputError as exc:
+            return index, None, str(exc)
+
+
+def _collate(
+    items: list[tuple[int, torch.Tensor | None, str | None]],
+) -> tuple[list[int], torch.Tensor | None, list[int], list[str]]:
+    ok = [(i, x) for i, x, _ in items if x is not None]
+    failed = [(i, e) for i, x, e in items if x is None]
+    batch = torch.stack([x for _, x in ok]) if ok else None
+    return [i for i, _ in ok], batch, [i for i, _ in failed], [e or "" for _, e in failed]
+
+
+def forward_batch(
+    model: AttnMelNet,
+    batch: torch.Tensor,
+    device: torch.device,
+    *,
+    keep_maps: bool = False,
+    amp: bool = False,
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Inputs (N, 3, S, S) → melanoma probabilities (N,) and, with ``keep_maps``, each map as
+    (N, h, w) float32, both on the host. The network step of :func:`score_paths` (also timed on
+    its own by ``bench/bench_predict.py``); call it under ``torch.inference_mode()``.
+    ``amp``: bf16 autocast on CUDA (faster; rounds the logits, so scores may tie).
+    """
+    batch = batch.to(device, non_blocking=True)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
+        logits, maps = model(batch)
+    probs = torch.softmax(logits.float(), dim=1)[:, 1].cpu().numpy()
+    host_maps = {k: v.float()[:, 0].cpu().numpy() for k, v in maps.items()} if keep_maps else {}
+    return probs, host_maps
+
+
+def score_paths(
+    model: AttnMelNet,
+    meta: CheckpointMeta,
+    paths: Sequence[str | Path],
+    *,
+    device: torch.device,
+    batch_size: int = 16,
+    workers: int | None = None,
+    keep_maps: bool = False,
+    prepared: bool = False,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    amp: bool = False,
+) -> Iterator[Scored]:
+    """Score ``paths`` with ``model`` (eval mode, on ``device``); yield results in input order.
+
+    ``prepared``: the inputs are prepared 256×256 images (skip the paper crop).
+    ``keep_maps``: attach the attention maps (or CAM) of each image, as float32 arrays.
+    ``amp``: bf16 autocast on CUDA.
+    """
+    workers = default_workers() if workers is None else workers
+    loader = DataLoader(
+        ImageFiles(paths, meta, prepared=prepared, max_pixels=max_pixels),
+        batch_size=batch_size,
+        num_workers=workers,
+        collate_fn=_collate,
+        pin_memory=device.type == "cuda",
+        prefetch_factor=4 if workers else None,
+        persistent_workers=False,
+    )
+    model.eval()
+    with torch.inference_mode():
+        for ok_idx, batch, bad_idx, errors in loader:
+            results: dict[int, Scored] = {
+                i: Scored(i, str(paths[i]), error=e) for i, e in zip(bad_idx, errors, strict=True)
+            }
+            if batch is not None:
+                probs, host_maps = forward_batch(model, batch, device, keep_maps=keep_maps, amp=amp)
+                for j, i in enumerate(ok_idx):
+                    results[i] = Scored(
+                        i, str(paths[i]), float(probs[j]), {k: v[j] for k, v in host_maps.items()}
+                    )
+            yield from (results[i] for i in sorted(results))
+
+
+@dataclass
+class Session:
+    """A loaded checkpoint ready to score."""
+
+    model: AttnMelNet
+    meta: CheckpointMeta
+    name: str
+    device: torch.device
+
+    @classmethod
+    def load(
+        cls, checkpoint: Path, device: torch.device, *, channels_last: bool | None = None,
+        compile_model: bool = False,
+    ) -> Session:
+        """Load ``checkpoint`` onto ``device`` for scoring.
+
+        ``channels_last``: NHWC weights, so that convolutions run channels-last (``None``: on
+        CPU and CUDA; measured faster for VGG-16 on CPU by ``bench/bench_fastpaths.py``).
+        ``compile_model``: ``torch.compile`` the network (pays off on long CUDA runs; the first
+        batches wait for the compilation). On CUDA cuDNN autotunes its kernels once (the input
+        size is fixed by the checkpoint).
+        """
+        model, meta = load_checkpoint(checkpoint, device)
+        if channels_last is None:
+            channels_last = device.type in ("cpu", "cuda")
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        if compile_model:
+            model = torch.compile(model)  # type: ignore[assignment]
+        return cls(model, meta, checkpoint.name, device)
+
+    def map_names(self) -> list[str]:
+        """The maps this checkpoint's variant produces (pool3/pool4 or cam, or none)."""
+        return {"attnmel": ["pool3", "pool4"], "vgg16-gap": ["cam"]}.get(self.meta.arch, [])
+
+    def score(
+        self,
+        paths: Sequence[str],
+        *,
+        batch_size: int = 16,
+        workers: int | None = None,
+        keep_maps: bool = False,
+        prepared: bool = False,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        amp: bool = False,
+    ) -> Iterator[Scored]:
+        """:func:`attnmel_cli.engine.inference.score_paths` with this session's model (``amp``: bf16
+        autocast on CUDA)."""
+        return score_paths(
+            self.model, self.meta, paths, device=self.device, batch_size=batch_size,
+            workers=workers, keep_maps=keep_maps, prepared=prepared, max_pixels=max_pixels,
+            amp=amp,
+        )

@@ -1,0 +1,144 @@
+"""Checks and preparations before a run's first step: options, prepared data, a resumable run
+dir, seeding and determinism, and decoding the training images into RAM when they fit."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import time
+from collections.abc import Iterator, Sequence
+
+import torch
+
+from attnmel_cli.config import TrainConfig
+from attnmel_cli.data.manifest import MANIFEST_NAME, Row, read_manifest
+from attnmel_cli.data.train_set import ROIS, TrainSet, physical_memory, roi_known, roi_path
+from attnmel_cli.errors import AttnMelError, DataError
+from attnmel_cli.io.run_state import RunState
+from attnmel_cli.models.attnmel import ARCHS, check_image_size
+
+log = logging.getLogger("attnmel")
+
+# Options a resumed run may change; every other option must match the interrupted run's.
+RESUME_MAY_CHANGE = frozenset(
+    {"data", "out", "epochs", "average_last", "device", "workers", "amp", "cache_images",
+     "resume", "force", "sync_bn"}
+)
+CACHE_RAM_FRACTION = 0.25  # decoded training images are kept in RAM up to this share of it
+
+
+def data_fingerprint(rows: Sequence[Row]) -> str:
+    """SHA-256 over (image_id, split, label, image sha256) of every manifest row, by id."""
+    h = hashlib.sha256()
+    for row in sorted(rows, key=lambda r: r.image_id):
+        h.update(f"{row.image_id},{row.split},{row.label},{row.sha256}\n".encode())
+    return h.hexdigest()
+
+
+def check_config(config: TrainConfig) -> None:
+    """Raise one AttnMelError listing every invalid option of ``config``."""
+    problems = []
+    if config.arch not in ARCHS:
+        problems.append(f"unknown arch {config.arch!r} (choose {', '.join(ARCHS)})")
+    if config.roi not in ROIS:
+        problems.append(f"unknown roi {config.roi!r} (choose {', '.join(ROIS)})")
+    elif config.roi != "none" and config.arch != "attnmel":
+        problems.append(f"--roi {config.roi} regularises attention maps: it needs --arch attnmel")
+    for name in ("epochs", "batch_size", "oversample", "lr_step"):
+        if getattr(config, name) < 1:
+            problems.append(f"{name} must be ≥ 1")
+    if not 0 <= config.average_last <= config.epochs:
+        problems.append(f"average_last must be between 0 and epochs ({config.epochs})")
+    if not config.lr > 0:
+        problems.append("lr must be > 0")
+    if config.resume and config.force:
+        problems.append("--resume continues a run and --force replaces it: pass one")
+    if problems:
+        raise AttnMelError("; ".join(problems))
+    check_image_size(config.image_size)
+
+
+def load_data(config: TrainConfig) -> tuple[list[Row], list[Row], str]:
+    """Train and validation rows of the prepared dir, checked for this run, and its fingerprint."""
+    rows = read_manifest(config.data)
+    train_rows = [r for r in rows if r.split == "train"]
+    val_rows = [r for r in rows if r.split == "val"]
+    where = config.data / MANIFEST_NAME
+    if not train_rows:
+        raise DataError(f"{where}: no training images (split 'train')")
+    if {r.label for r in val_rows} != {0, 1}:
+        raise DataError(
+            f"{where}: the validation split needs melanoma and non-melanoma images (has "
+            f"{sum(r.label for r in val_rows)} of {len(val_rows)} melanoma); the best epoch is "
+            "chosen by validation AUC"
+        )
+    if config.roi != "none":
+        if not any(roi_path(r, config.roi) for r in train_rows):
+            kind = "dermoscopic-feature" if config.roi == "dermo" else "lesion"
+            raise DataError(
+                f"{where}: --roi {config.roi} needs {kind} maps; no training image has one"
+            )
+        unknown = sum(not roi_known(r, config.roi) for r in train_rows)
+        if unknown:
+            log.warning(
+                "%d of %d training images have no lesion mask: they are left out of the Dice "
+                "terms of --roi %s", unknown, len(train_rows), config.roi,
+            )
+    return train_rows, val_rows, data_fingerprint(rows)
+
+
+@contextlib.contextmanager
+def determinism(config: TrainConfig) -> Iterator[None]:
+    """Seed the global RNG; with ``deterministic`` use deterministic kernels (restored after).
+
+    ``warn_only``: a few CUDA backward kernels (bilinear upsampling) have no deterministic
+    version and warn instead of failing; on the CPU runs are bitwise repeatable.
+    """
+    saved = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.backends.cudnn.deterministic,
+        torch.backends.cudnn.benchmark,
+    )
+    torch.manual_seed(config.seed)
+    if config.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.deterministic = config.deterministic
+    torch.backends.cudnn.benchmark = not config.deterministic
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[2:]
+
+
+def check_resumable(state: RunState, config: TrainConfig, fingerprint: str) -> None:
+    saved, now = state.train_config, config.as_record()
+    changed = [k for k in now if k not in RESUME_MAY_CHANGE and saved.get(k) != now[k]]
+    if changed:
+        detail = ", ".join(f"{k}: {saved.get(k)!r} → {now[k]!r}" for k in changed)
+        raise AttnMelError(
+            f"{config.out}: --resume needs the interrupted run's options; these differ ({detail})"
+        )
+    if state.data_fingerprint != fingerprint:
+        raise AttnMelError(
+            f"{config.out}: the prepared data differ from the interrupted run's (manifest "
+            "fingerprint mismatch); resume with the same --data"
+        )
+
+
+def cache_images(dataset: TrainSet, processes: int = 1) -> None:
+    """Decode the training set into RAM if it takes at most CACHE_RAM_FRACTION of it (shared by
+    the ``processes`` training processes of this machine, each holding its own copy)."""
+    ram, mib = physical_memory(), dataset.cache_bytes / 2**20
+    if ram is None or dataset.cache_bytes > CACHE_RAM_FRACTION * ram / processes:
+        log.info("decoding training images on the fly (%.0f MiB decoded would not fit in "
+                 "%.0f %% of RAM)", mib, 100 * CACHE_RAM_FRACTION)
+        return
+    t0 = time.perf_counter()
+    dataset.cache(threads=max(1, (os.cpu_count() or 1) // processes))
+    log.info("decoded %d training images into RAM (%.0f MiB) in %.1f s",
+             len(dataset), mib, time.perf_counter() - t0)

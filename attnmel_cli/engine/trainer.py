@@ -1,0 +1,264 @@
+"""Training (paper §2.2, §3.1): setup, the epoch loop, best-by-validation-AUC and resume.
+
+The recipe's defaults are the paper's, with the authors' code where the paper is silent: focal
+loss (γ = 2), melanoma oversampled ×4, random S crop from the prepared image resized to
+R = S·256/224 with random 90° rotations and flips, SGD (momentum 0.9, Nesterov, weight decay
+1e-4), learning rate 0.01 divided by 10 every 10 epochs, 50 epochs, batch 32, and the Dice
+regularisation of Eq. 5 when ``roi`` is set. Validation scores the prepared images exactly as
+``predict`` does (:func:`attnmel_cli.engine.inference.score_paths`).
+
+Under ``torchrun`` the same loop runs data-parallel (:mod:`attnmel_cli.engine.distributed`):
+each rank trains on its share of every global batch, validation is split across the ranks and
+gathered, and only rank 0 reads or writes the run dir.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from torch.utils.data import DataLoader
+
+from attnmel_cli.config import TrainConfig, default_train_workers
+from attnmel_cli.data.manifest import Row
+from attnmel_cli.data.sampler import OversamplingSampler
+from attnmel_cli.data.train_set import TrainSet
+from attnmel_cli.engine.averaging import average_last
+from attnmel_cli.engine.distributed import SINGLE, Dist, make_sampler, process_group
+from attnmel_cli.engine.epoch import CHANNELS_LAST_DEVICES, Step, train_epoch, validate
+from attnmel_cli.engine.optim import Optimisation, amp_dtype
+from attnmel_cli.engine.setup import (
+    cache_images,
+    check_config,
+    check_resumable,
+    determinism,
+    load_data,
+)
+from attnmel_cli.errors import AttnMelError
+from attnmel_cli.io.checkpoint import CheckpointMeta
+from attnmel_cli.io.run_dir import STATE, claim_run_dir, last_weights, save_epoch
+from attnmel_cli.io.run_state import RunState, capture_rng, load_run_state, restore_rng
+from attnmel_cli.models.attnmel import AttnMelNet
+from attnmel_cli.models.registry import build_model
+
+log = logging.getLogger("attnmel")
+
+
+class TrainInterrupted(AttnMelError):
+    """Ctrl-C during training; the last complete epoch is on disk."""
+
+    exit_code = 130
+
+
+@dataclass
+class TrainResult:
+    """Outcome of :func:`train`: where the run is, its best epoch and every epoch's metrics."""
+
+    run_dir: Path
+    best_epoch: int
+    best_auc: float
+    history: list[dict[str, float]] = field(default_factory=list)
+    samples_per_s: float = math.nan  # training throughput of the last epoch run
+
+
+def _progress(console: Console | None) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+        console=console, transient=True, disable=console is None or not console.is_terminal,
+    )
+
+
+def train(config: TrainConfig, *, console: Console | None = None) -> TrainResult:
+    """Train one model on the prepared dir ``config.data`` into the run dir ``config.out``.
+
+    Progress bars go to ``console`` (none when ``None``). Raises :class:`TrainInterrupted` on
+    Ctrl-C (the last complete epoch stays in RUN_DIR for ``--resume``) and
+    :class:`AttnMelError` for bad options, data or an existing run.
+    """
+    check_config(config)
+    with process_group(config.device) as (dist, device):
+
+        def setup() -> tuple[list[Row], list[Row], str, RunState | None]:
+            dist.local_batch(config.batch_size)  # the global batch must split evenly
+            train_rows, val_rows, fingerprint = load_data(config)
+            claim_run_dir(config.out, resume=config.resume, force=config.force)
+            state = load_run_state(config.out / STATE) if config.resume else None
+            if state is not None:
+                check_resumable(state, config, fingerprint)
+            return train_rows, val_rows, fingerprint, state
+
+        # Rank 0 alone reads and claims the run dir; the other ranks get its data and state.
+        train_rows, val_rows, fingerprint, state = dist.on_main(setup)
+        with determinism(config):
+            return _run(config, device, train_rows, val_rows, fingerprint, state,
+                        console if dist.is_main else None, dist)
+
+
+@dataclass
+class _Standing:
+    """Where a run stands: epochs done, the best epoch so far, every epoch's metrics."""
+
+    start: int = 0
+    best_auc: float = -math.inf
+    best_epoch: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+    samples_per_s: float = math.nan  # training throughput of the last epoch run
+
+
+def _build(
+    config: TrainConfig, fingerprint: str, state: RunState | None, device: torch.device,
+    dist: Dist,
+) -> tuple[AttnMelNet, CheckpointMeta]:
+    """The model (ImageNet-initialised, or the interrupted run's weights) and its metadata."""
+    model = build_model(  # under torchrun the other ranks get rank 0's weights from DDP
+        config.arch, config.backbone, config.width,
+        pretrained=config.pretrained and state is None and dist.is_main,
+        weights_file=config.pretrained_weights if state is None and dist.is_main else None,
+    )
+    meta = CheckpointMeta(
+        arch=config.arch, backbone=config.backbone, width=config.width,
+        image_size=config.image_size, train_config=config.as_record(),
+        data_fingerprint=fingerprint,
+    )
+    if state is not None and dist.is_main:
+        model.load_state_dict(last_weights(config.out, state.epoch), strict=True)
+    model.to(device)
+    if device.type in CHANNELS_LAST_DEVICES:
+        model.to(memory_format=torch.channels_last)
+    return model, meta
+
+
+def _loader(
+    config: TrainConfig, train_rows: list[Row], device: torch.device, workers: int, dist: Dist
+) -> tuple[OversamplingSampler, DataLoader]:
+    """The oversampling sampler (this rank's share of it) and the training DataLoader."""
+    sampler = make_sampler(dist, [r.label for r in train_rows], config.oversample, config.seed,
+                           config.batch_size)
+    dataset = TrainSet(config.data, train_rows, config.image_size, config.roi)
+    if config.cache_images:
+        cache_images(dataset, dist.local_world)
+    loader = DataLoader(
+        dataset,
+        batch_size=dist.local_batch(config.batch_size),
+        sampler=sampler,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        drop_last=len(sampler) > dist.local_batch(config.batch_size),  # authors' code drops
+        # the ragged batch (the sharded sampler has dropped it already)
+        persistent_workers=workers > 0,
+        prefetch_factor=4 if workers else None,
+        generator=torch.Generator().manual_seed(config.seed),  # leaves the global RNG alone
+    )
+    return sampler, loader
+
+
+@dataclass
+class _Loop:
+    """Everything one epoch needs, built once by :func:`_run`."""
+
+    config: TrainConfig
+    model: AttnMelNet
+    trained: torch.nn.Module  # DDP, or model itself
+    meta: CheckpointMeta
+    opt: Optimisation
+    sampler: OversamplingSampler
+    loader: DataLoader
+    step: Step
+    val_rows: list[Row]
+    device: torch.device
+    workers: int
+    fingerprint: str
+    dist: Dist
+    run: _Standing
+
+    def epoch(self, epoch: int, bar: Progress) -> None:
+        """Train, validate, record and (rank 0) save epoch ``epoch`` (0-based)."""
+        config, run, t0, lr = self.config, self.run, time.perf_counter(), self.opt.lr
+        self.sampler.set_epoch(epoch)
+        task = bar.add_task(f"epoch {epoch + 1}/{config.epochs}", total=len(self.loader))
+        sums, seen = train_epoch(self.trained, self.loader, self.step, self.device, self.dist,
+                                 lambda: bar.advance(task))
+        run.samples_per_s = seen / (time.perf_counter() - t0)
+        self.opt.scheduler.step()
+        losses = (sums / max(seen, 1)).tolist()
+        if not all(map(math.isfinite, losses)):
+            raise AttnMelError(
+                f"training diverged in epoch {epoch + 1} (loss {losses[0]}); lower --lr"
+            )
+        self.dist.broadcast_state(self.model, buffers_only=True)  # rank 0's BN statistics
+        val = validate(self.model, self.meta, config, self.val_rows, self.device, self.workers,
+                       self.dist)
+        bar.remove_task(task)
+        run.history.append({
+            "epoch": epoch + 1, "train_loss": losses[0], "train_focal": losses[1],
+            "train_dice3": losses[2], "train_dice4": losses[3], "lr": lr, **val,
+            "seconds": time.perf_counter() - t0,
+        })
+        is_best = val["val_auc"] > run.best_auc  # best by validation AUC (§3.1)
+        if is_best:
+            run.best_auc, run.best_epoch = val["val_auc"], epoch + 1
+        if self.dist.is_main:  # the only rank that writes the run dir
+            self._save(epoch + 1, is_best)
+        log.info(
+            "epoch %d/%d  loss %.4f  val AP %.4f  AUC %.4f%s  %.0f samples/s  %.0f s",
+            epoch + 1, config.epochs, losses[0], val["val_ap"], val["val_auc"],
+            "  (best)" if is_best else "", run.samples_per_s, run.history[-1]["seconds"],
+        )
+
+    def _save(self, done: int, is_best: bool) -> None:
+        """The run dir's files for ``done`` completed epochs (checkpoints, metrics, state)."""
+        config, run, opt = self.config, self.run, self.opt
+        save_epoch(config.out, self.model, self.meta, RunState(
+            epoch=done, best_auc=run.best_auc, best_epoch=run.best_epoch,
+            train_config=config.as_record(), data_fingerprint=self.fingerprint,
+            optimizer=opt.optimizer.state_dict(),
+            scheduler=opt.scheduler.state_dict(), scaler=opt.scaler.state_dict(),
+            sampler={"seed": config.seed, "factor": config.oversample, "epoch": done},
+            history=run.history, rng=capture_rng(),
+        ), is_best=is_best, snapshot=done > config.epochs - config.average_last)
+
+
+def _run(
+    config: TrainConfig, device: torch.device, train_rows: list[Row], val_rows: list[Row],
+    fingerprint: str, state: RunState | None, console: Console | None, dist: Dist = SINGLE,
+) -> TrainResult:
+    """Build everything (from ``state`` when resuming) and run the remaining epochs."""
+    model, meta = _build(config, fingerprint, state, device, dist)
+    trained = dist.wrap(model, device, sync_bn=config.sync_bn)  # DDP, or model itself
+    opt = Optimisation.build(model, config, device)
+    run = _Standing()
+    if state is not None:
+        opt.load(state)
+        run = _Standing(state.epoch, state.best_auc, state.best_epoch, state.history)
+        restore_rng(state.rng)  # after building the model, whose initialisation draws numbers
+        log.info("resuming %s after epoch %d of %d", config.out, run.start, config.epochs)
+    workers = (default_train_workers(dist.local_world) if config.workers is None
+               else config.workers)
+    sampler, loader = _loader(config, train_rows, device, workers, dist)
+    step = Step(
+        trained, opt, config, device,
+        torch.tensor(meta.mean, device=device).view(1, 3, 1, 1),
+        torch.tensor(meta.std, device=device).view(1, 3, 1, 1),
+        amp_dtype(config, device),
+    )
+    loop = _Loop(config, model, trained, meta, opt, sampler, loader, step, val_rows, device,
+                 workers, fingerprint, dist, run)
+    epoch = run.start
+    try:
+        with _progress(console) as bar:
+            for epoch in range(run.start, config.epochs):
+                loop.epoch(epoch, bar)
+        if config.average_last:
+            average_last(config, model, meta, step, loader, val_rows, device, workers, dist)
+    except KeyboardInterrupt:
+        # the state file, not last.safetensors: a kill between the two may have left last newer
+        kept = (f"{config.out / STATE} holds epoch {len(run.history)}; continue with --resume"
+                if run.history else "no epoch completed, nothing saved")
+        raise TrainInterrupted(f"interrupted in epoch {epoch + 1}; {kept}") from None
+    return TrainResult(config.out, run.best_epoch, run.best_auc, run.history, run.samples_per_s)

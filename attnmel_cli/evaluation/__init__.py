@@ -1,0 +1,1 @@
+"""Evaluation: pure metrics, the report, plots and lesion-mask handling."""

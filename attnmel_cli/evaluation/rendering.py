@@ -1,0 +1,135 @@
+"""The report rendered: strict JSON, ``predictions.csv``, the output files, and a Rich table
+with one column per checkpoint (the paper's Tables 1–3)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from attnmel_cli.errors import AttnMelError
+from attnmel_cli.evaluation.plots import write_plots
+from attnmel_cli.evaluation.results import SPECIFICITIES, Evaluation, Scores
+from attnmel_cli.io.atomic import ensure_dir, write_text_atomic
+
+OUTPUT_FILES = ("predictions.csv", "report.json", "roc.png", "pr.png", "reliability.png")
+
+
+def _finite_or_none(value: Any) -> Any:
+    """JSON has no NaN or infinity: write them as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite_or_none(v) for v in value]
+    return value
+
+
+def report_json(report: dict[str, Any]) -> str:
+    """The report as strict JSON (NaN and infinity as null)."""
+    return json.dumps(_finite_or_none(report), indent=2, ensure_ascii=False) + "\n"
+
+
+def predictions_csv(scores: Sequence[Scores]) -> str:
+    """``image_id,label,p_melanoma,checkpoint`` + ``jaccard_<map>`` per map, one row per image.
+
+    Probabilities are written in full precision, so recomputing a metric from the file gives
+    the report's value exactly.
+    """
+    maps = list(dict.fromkeys(n for sc in scores for n in sc.jaccard))
+    buf = io.StringIO(newline="")
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(
+        ["image_id", "label", "p_melanoma", "checkpoint", *(f"jaccard_{n}" for n in maps)]
+    )
+    for sc in scores:
+        for i, image_id in enumerate(sc.ids):
+            jac = [sc.jaccard[n][i] if n in sc.jaccard else math.nan for n in maps]
+            writer.writerow(
+                [image_id, int(sc.labels[i]), repr(float(sc.probs[i])), sc.name]
+                + ["" if math.isnan(j) else repr(float(j)) for j in jac]
+            )
+    return buf.getvalue()
+
+
+def check_outputs(out: Path, *, overwrite: bool = False) -> None:
+    """Refuse, before any work, an ``out`` that holds evaluate's files unless ``overwrite``."""
+    if out.exists() and not out.is_dir():
+        raise AttnMelError(f"{out}: exists and is not a folder")
+    existing = [f for f in OUTPUT_FILES if (out / f).exists()]
+    if existing and not overwrite:
+        raise AttnMelError(f"{out / existing[0]}: already exists; pass --force to overwrite it")
+    ensure_dir(out)  # fail now, not after scoring, where the folder cannot be written
+
+
+def write_outputs(evaluation: Evaluation, out: Path, *, overwrite: bool = False) -> list[Path]:
+    """predictions.csv, report.json and the three plots in ``out``; nothing is written when one
+    of them exists already and ``overwrite`` is false."""
+    check_outputs(out, overwrite=overwrite)
+    written = [
+        write_text_atomic(
+            out / "predictions.csv", predictions_csv(evaluation.scores), overwrite=overwrite
+        ),
+        write_text_atomic(out / "report.json", report_json(evaluation.report), overwrite=overwrite),
+    ]
+    return written + write_plots(evaluation, out, overwrite=overwrite)
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "—" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
+
+
+def report_table(report: dict[str, Any]) -> Table:
+    """The report as a Rich table: one column per checkpoint (the paper's Table 1–3 layout)."""
+    reports = report["checkpoints"]
+    table = Table(
+        title=f"{report['data']} · split {report['split']} · {reports[0]['n_images']} images"
+    )
+    table.add_column("metric")
+    for rep in reports:
+        table.add_column(rep["name"], justify="right")
+
+    def with_ci(block: dict[str, Any]) -> str:
+        ci = block["ci95"]
+        return _fmt(block["value"]) + ("" if ci is None else f" [{_fmt(ci[0])}, {_fmt(ci[1])}]")
+
+    def row(label: str, cell: Callable[[dict[str, Any]], str]) -> None:
+        table.add_row(label, *(cell(r) for r in reports))
+
+    row("AP (95 % CI)", lambda r: with_ci(r["average_precision"]))
+    row("AUC (95 % CI)", lambda r: with_ci(r["roc_auc"]))
+    row("threshold", lambda r: _fmt(r["threshold"]["value"]))
+    for key, label in (
+        ("sensitivity", "sensitivity"),
+        ("specificity", "specificity"),
+        ("precision", "precision"),
+        ("balanced_accuracy", "balanced accuracy"),
+    ):
+        row(f"  {label}", lambda r, k=key: _fmt(r["at_threshold"][k]))
+    row(
+        "  TN / FP / FN / TP",
+        lambda r: "{tn} / {fp} / {fn} / {tp}".format(**r["at_threshold"]["confusion_matrix"]),
+    )
+    for spec in SPECIFICITIES:
+        row(
+            f"sensitivity @ {spec:.0%} specificity",
+            lambda r, s=f"{spec:.2f}": _fmt(r["sensitivity_at_specificity"][s]["sensitivity"]),
+        )
+    row("ECE", lambda r: _fmt(r["expected_calibration_error"]["value"]))
+    maps = list(dict.fromkeys(n for r in reports for n in r.get("attention_jaccard", {})))
+    for name in maps:
+        row(
+            f"Jaccard {name} (Table 3)",
+            lambda r, n=name: _fmt(r.get("attention_jaccard", {}).get(n, {}).get("mean")),
+        )
+    if report["comparisons"]:
+        p_values = [_fmt(c["p_value"], 4) for c in report["comparisons"]]
+        table.add_row("AUC vs first: p (DeLong)", "", *p_values)
+    return table

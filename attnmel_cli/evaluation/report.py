@@ -1,0 +1,202 @@
+"""``evaluate``: the paper's AP and AUC (§3.1) with their uncertainty, operating points,
+calibration, plots, and the attention quality of Table 3 (§3.3), for one checkpoint or several
+side by side on the same images.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from attnmel_cli import __version__
+from attnmel_cli.data.decode import DEFAULT_MAX_PIXELS
+from attnmel_cli.engine.distributed import SINGLE, Dist
+from attnmel_cli.engine.inference import Session
+from attnmel_cli.errors import AttnMelError, DataError
+from attnmel_cli.evaluation import metrics
+from attnmel_cli.evaluation.inputs import of_split
+from attnmel_cli.evaluation.results import (
+    ECE_BINS,
+    SPECIFICITIES,
+    Advance,
+    EvalData,
+    Evaluation,
+    Scores,
+)
+from attnmel_cli.evaluation.scoring import score
+
+
+def parse_threshold(text: str) -> float | None:
+    """``--threshold``: a probability in [0, 1], or ``val`` (→ ``None``: choose on validation)."""
+    if text.strip().lower() == "val":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value <= 1:
+        raise AttnMelError(f"--threshold must be a probability in [0, 1] or 'val'; got {text!r}")
+    return value
+
+
+def _interval(
+    y: np.ndarray, p: np.ndarray, metric: metrics.Metric, n_boot: int, seed: int
+) -> dict[str, Any]:
+    value = metric(y, p)
+    ci = metrics.bootstrap_ci(y, p, metric, n_boot=n_boot, seed=seed) if n_boot else None
+    return {"value": value, "ci95": None if ci is None else list(ci)}
+
+
+def checkpoint_report(
+    sc: Scores, threshold: float, threshold_source: str, *, n_boot: int = 1000, seed: int = 0
+) -> dict[str, Any]:
+    """Every figure of one checkpoint on its scored images (JSON-ready, non-finite kept as is)."""
+    y, p = sc.labels, sc.probs
+    if len(y) == 0:
+        first = f"; the first: {sc.failed[0][1]}" if sc.failed else ""
+        raise AttnMelError(
+            f"{sc.checkpoint}: no image could be scored ({len(sc.failed)} failed{first})"
+        )
+    at = metrics.threshold_metrics(y, p, threshold)
+    meta = sc.meta
+    report: dict[str, Any] = {
+        "checkpoint": str(sc.checkpoint),
+        "name": sc.name,
+        "metadata": {**asdict(meta), "preprocessing": meta.preprocessing},
+        "n_images": len(y),
+        "n_melanoma": int(y.sum()),
+        "average_precision": _interval(y, p, metrics.average_precision, n_boot, seed),
+        "roc_auc": _interval(y, p, metrics.roc_auc, n_boot, seed),
+        "threshold": {"value": threshold, "source": threshold_source},
+        "at_threshold": {
+            "sensitivity": at.sensitivity,
+            "specificity": at.specificity,
+            "precision": at.precision,
+            "balanced_accuracy": at.balanced_accuracy,
+            "confusion_matrix": {"tn": at.tn, "fp": at.fp, "fn": at.fn, "tp": at.tp},
+        },
+        "sensitivity_at_specificity": {
+            f"{spec:.2f}": asdict(metrics.sensitivity_at_specificity(y, p, spec))
+            for spec in SPECIFICITIES
+        },
+        "expected_calibration_error": {
+            "value": metrics.expected_calibration_error(y, p, ECE_BINS),
+            "bins": ECE_BINS,
+        },
+    }
+    if sc.jaccard:
+        report["attention_jaccard"] = {
+            name: {
+                "mean": float(np.nanmean(v)) if np.isfinite(v).any() else None,
+                "n_images": int(np.isfinite(v).sum()),
+            }
+            for name, v in sc.jaccard.items()
+        }
+    return report
+
+
+def display_names(checkpoints: Sequence[Path]) -> list[str]:
+    """File names, or parent/name where two checkpoints share a name (run1/best, run2/best)."""
+    names = [p.name for p in checkpoints]
+    if len(set(names)) == len(names):
+        return names
+    names = [f"{p.parent.name}/{p.name}" for p in checkpoints]
+    return names if len(set(names)) == len(names) else [str(p) for p in checkpoints]
+
+
+def compare(first: Scores, other: Scores) -> dict[str, Any]:
+    """DeLong's paired test of ``other``'s AUC against ``first``'s on the images both scored."""
+    where = {image_id: k for k, image_id in enumerate(other.ids)}
+    ia = [k for k, image_id in enumerate(first.ids) if image_id in where]
+    ib = [where[first.ids[k]] for k in ia]
+    r = metrics.delong_test(first.labels[ia], first.probs[ia], other.probs[ib])
+    return {
+        "checkpoint_a": first.name,
+        "checkpoint_b": other.name,
+        "n_images": len(ia),
+        "test": "DeLong (paired, two-sided)",
+        "auc_a": r.auc1,
+        "auc_b": r.auc2,
+        "z": r.z,
+        "p_value": r.p_value,
+    }
+
+
+def run_evaluation(
+    data: EvalData,
+    checkpoints: Sequence[Path],
+    device: torch.device,
+    *,
+    threshold: float | None = 0.5,
+    val_data: EvalData | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    batch_size: int = 16,
+    workers: int | None = None,
+    advance: Advance | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    dist: Dist = SINGLE,
+) -> Evaluation:
+    """Score ``data`` with each checkpoint (loaded one at a time) and build the report.
+
+    ``threshold=None`` picks each checkpoint's threshold on ``val_data`` by Youden's J.
+    ``dist``: under torchrun the images are scored by all the ranks, and every rank builds the
+    same report (only rank 0 should write it).
+    """
+    if threshold is None and val_data is None:
+        raise AttnMelError("--threshold val needs data with a 'val' split")
+    n_melanoma = sum(it.label for it in data.items)
+    if n_melanoma in (0, len(data.items)):
+        only = "melanoma" if n_melanoma else "non-melanoma"
+        raise DataError(
+            f"{data.source}: all {len(data.items)} images{of_split(data)} are {only}; "
+            "AP and AUC need both melanoma and other images"
+        )
+    all_scores: list[Scores] = []
+    reports = []
+    for ckpt, name in zip(checkpoints, display_names(checkpoints), strict=True):
+        session = Session.load(ckpt, device)
+        sc = score(
+            session, data, ckpt, name, batch_size=batch_size, workers=workers, advance=advance,
+            max_pixels=max_pixels, dist=dist,
+        )
+        t, source = threshold, "given"
+        if val_data is not None and t is None:
+            val = score(
+                session, val_data, ckpt, name, batch_size=batch_size, workers=workers,
+                max_pixels=max_pixels, dist=dist,
+            )
+            t = metrics.youden_threshold(val.labels, val.probs).threshold
+            source = f"chosen on split {val_data.split!r} (Youden's J)"
+        all_scores.append(sc)
+        reports.append(checkpoint_report(sc, t, source, n_boot=n_boot, seed=seed))
+    return Evaluation(_assemble(data, reports, all_scores, n_boot, seed), all_scores)
+
+
+def _assemble(
+    data: EvalData, reports: list[dict[str, Any]], scores: list[Scores], n_boot: int, seed: int
+) -> dict[str, Any]:
+    """The whole report: the data, the bootstrap, each checkpoint's figures, the comparisons of
+    each with the first, and every image that failed."""
+    failed = {path: error for sc in scores for path, error in sc.failed}
+    return {
+        "attnmel_version": __version__,
+        "data": str(data.source),
+        "split": data.split,
+        "n_images": len(data.items),
+        "bootstrap": {
+            "resamples": n_boot,
+            "seed": seed,
+            "confidence": 0.95,
+            "method": "percentile, resampling melanoma and other images separately",
+        },
+        "checkpoints": reports,
+        "comparisons": [compare(scores[0], sc) for sc in scores[1:]],
+        "failed": [{"path": p, "error": e} for p, e in failed.items()],
+    }

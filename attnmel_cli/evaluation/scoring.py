@@ -1,0 +1,95 @@
+"""Scoring one checkpoint on the labelled images, with the attention Jaccard of each map where
+a lesion mask exists (Table 3); the images are split across the ranks under torchrun."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from attnmel_cli.data.decode import DEFAULT_MAX_PIXELS
+from attnmel_cli.engine.distributed import SINGLE, Dist
+from attnmel_cli.engine.inference import Session
+from attnmel_cli.errors import InputError
+from attnmel_cli.evaluation import metrics
+from attnmel_cli.evaluation.masks import load_mask
+from attnmel_cli.evaluation.results import Advance, EvalData, Item, Scores
+
+
+def score(
+    session: Session,
+    data: EvalData,
+    checkpoint: Path,
+    name: str,
+    *,
+    batch_size: int = 16,
+    workers: int | None = None,
+    advance: Advance | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    dist: Dist = SINGLE,
+) -> Scores:
+    """Score every image of ``data``; Table 3 Jaccard of each map where a lesion mask exists.
+
+    Under torchrun (``dist``) each rank scores a contiguous block of the images and every rank
+    gets all the results, in input order.
+    """
+    names = session.map_names() if any(it.lesion_mask for it in data.items) else []
+    lo, hi = dist.bounds(len(data.items))
+    items = data.items[lo:hi]
+    # (item, path, p_melanoma, {map: jaccard}, error) per image of this rank's block
+    local: list[tuple[Item, str, float | None, dict[str, float], str | None]] = []
+    for s in session.score(
+        [str(it.path) for it in items], batch_size=batch_size, workers=workers,
+        keep_maps=bool(names), prepared=data.prepared, max_pixels=max_pixels,
+    ):
+        item = items[s.index]
+        try:
+            if s.error is not None:
+                raise InputError(s.error)
+            mask = (
+                load_mask(
+                    item.lesion_mask, session.meta.image_size, prepared=data.prepared,
+                    photo=item.path, max_pixels=max_pixels,
+                )
+                if names and item.lesion_mask
+                else None
+            )
+        except InputError as exc:
+            local.append((item, s.path, None, {}, str(exc)))
+        else:
+            local.append((item, s.path, s.p_melanoma, {
+                n: math.nan if mask is None else metrics.attention_jaccard(s.maps[n], mask)
+                for n in names
+            }, None))
+        if advance is not None:
+            advance()
+    return _collect(dist.gather(local), names, checkpoint, name, session)
+
+
+def _collect(
+    results: list[tuple[Item, str, float | None, dict[str, float], str | None]],
+    names: list[str], checkpoint: Path, name: str, session: Session,
+) -> Scores:
+    """Every rank's results, in input order, as one :class:`Scores` (failures set apart)."""
+    ids, labels, probs, failed = [], [], [], []
+    jaccard: dict[str, list[float]] = {n: [] for n in names}
+    for item, path, p, jac, error in results:
+        if error is not None:
+            failed.append((path, error))
+            continue
+        ids.append(item.image_id)
+        labels.append(item.label)
+        probs.append(p)
+        for n in names:
+            jaccard[n].append(jac[n])
+    return Scores(
+        checkpoint,
+        name,
+        session.meta,
+        ids,
+        np.asarray(labels, dtype=int),
+        np.asarray(probs, dtype=float),
+        {n: np.asarray(v, dtype=float) for n, v in jaccard.items()},
+        failed,
+    )

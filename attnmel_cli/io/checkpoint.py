@@ -1,0 +1,244 @@
+"""Checkpoint I/O: one ``.safetensors`` file, JSON metadata in its header; never unpickles.
+
+Header metadata (string → string, per the safetensors format): ``format``, ``format_version``,
+``arch``, ``backbone``, ``width``, ``image_size``, ``classes``, ``mean``, ``std``,
+``preprocessing``, ``train_config``, ``metrics``, ``data_fingerprint``, ``attnmel_version``;
+non-string values are JSON-encoded. Loading validates the metadata, builds the model from it and
+loads the tensors strictly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from torch import Tensor
+
+from attnmel_cli import __version__
+from attnmel_cli.config import IMAGENET_MEAN, IMAGENET_STD, PreprocessConfig
+from attnmel_cli.errors import CheckpointError
+from attnmel_cli.io.atomic import atomic_path
+from attnmel_cli.models.attnmel import ARCHS, BACKBONES, CLASSES, AttnMelNet
+from attnmel_cli.models.registry import model_from_meta
+
+FORMAT = "attnmel-checkpoint"
+FORMAT_VERSION = 1
+_PICKLE_MAGIC = {b"PK\x03\x04": "a zip archive (PyTorch's torch.save format)", b"\x80": "a pickle"}
+
+
+@dataclass
+class CheckpointMeta:
+    """What a checkpoint says about its model; ``to_header``/``from_header`` map it to strings."""
+
+    arch: str = "attnmel"
+    backbone: str = "vgg16_bn"
+    width: float = 1.0
+    image_size: int = 224
+    classes: tuple[str, ...] = CLASSES
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    train_config: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    data_fingerprint: str = ""
+    attnmel_version: str = __version__
+
+    @property
+    def preprocess(self) -> PreprocessConfig:
+        """The preprocessing this checkpoint's model expects."""
+        return PreprocessConfig(image_size=self.image_size, mean=self.mean, std=self.std)
+
+    @property
+    def preprocessing(self) -> dict[str, object]:
+        """The ``preprocessing`` header."""
+        return self.preprocess.to_metadata()
+
+    def to_header(self) -> dict[str, str]:
+        values: dict[str, Any] = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "arch": self.arch,
+            "backbone": self.backbone,
+            "width": self.width,
+            "image_size": self.image_size,
+            "classes": list(self.classes),
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "preprocessing": self.preprocessing,
+            "train_config": self.train_config,
+            "metrics": self.metrics,
+            "data_fingerprint": self.data_fingerprint,
+            "attnmel_version": self.attnmel_version,
+        }
+        return {k: v if isinstance(v, str) else json.dumps(v) for k, v in values.items()}
+
+    @classmethod
+    def from_header(cls, path: Path, header: dict[str, str] | None) -> CheckpointMeta:
+        """Validate header metadata; raise CheckpointError saying what is wrong."""
+        header = header or {}
+        if header.get("format") != FORMAT:
+            raise CheckpointError(
+                f"{path}: a safetensors file but not an attnmel checkpoint (no "
+                f"format={FORMAT!r} in its metadata)"
+            )
+        try:
+            version = int(header.get("format_version", ""))
+            meta = cls(
+                arch=header["arch"],
+                backbone=header["backbone"],
+                width=float(header["width"]),
+                image_size=int(header["image_size"]),
+                classes=tuple(json.loads(header["classes"])),
+                mean=tuple(float(v) for v in json.loads(header["mean"])),
+                std=tuple(float(v) for v in json.loads(header["std"])),
+                train_config=json.loads(header.get("train_config", "{}")),
+                metrics=json.loads(header.get("metrics", "{}")),
+                data_fingerprint=header.get("data_fingerprint", ""),
+                attnmel_version=header.get("attnmel_version", "unknown"),
+            )
+        except (KeyError, ValueError, TypeError) as exc:
+            raise CheckpointError(
+                f"{path}: invalid attnmel checkpoint metadata ({exc!r})"
+            ) from None
+        if version > FORMAT_VERSION:
+            raise CheckpointError(
+                f"{path}: checkpoint format {version} is newer than this attnmel supports "
+                f"({FORMAT_VERSION}); upgrade attnmel"
+            )
+        problems = []
+        if meta.arch not in ARCHS:
+            problems.append(f"unknown arch {meta.arch!r}")
+        if meta.backbone not in BACKBONES:
+            problems.append(f"unknown backbone {meta.backbone!r}")
+        if not 0 < meta.width <= 1:
+            problems.append(f"width {meta.width} outside (0, 1]")
+        if meta.image_size < 32 or meta.image_size % 32:
+            problems.append(f"image_size {meta.image_size} not a multiple of 32")
+        if len(meta.classes) != len(CLASSES) or len(meta.mean) != 3 or len(meta.std) != 3:
+            problems.append("classes/mean/std of the wrong length")
+        if problems:
+            raise CheckpointError(
+                f"{path}: invalid attnmel checkpoint metadata: {'; '.join(problems)}"
+            )
+        return meta
+
+
+def _describe_non_safetensors(path: Path) -> str:
+    with path.open("rb") as fh:
+        head = fh.read(8)
+    for magic, what in _PICKLE_MAGIC.items():
+        if head.startswith(magic):
+            return (
+                f"{path}: is {what}, not a safetensors file; attnmel never unpickles checkpoints "
+                "(it could execute code): use an attnmel .safetensors checkpoint"
+            )
+    return f"{path}: not a safetensors file (truncated, corrupt or another format)"
+
+
+def read_tensors(path: str | Path) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """All tensors and the raw header metadata of any safetensors file, validated by safetensors."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(
+            f"{path}: checkpoint not found" if not path.exists() else f"{path}: not a file"
+        )
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as fh:
+            header = fh.metadata() or {}
+            tensors = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118 - safe_open API
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        if isinstance(exc, PermissionError):
+            raise CheckpointError(f"{path}: permission denied") from None
+        raise CheckpointError(_describe_non_safetensors(path)) from None
+    return tensors, header
+
+
+def write_tensors(
+    path: str | Path, tensors: dict[str, Tensor], header: dict[str, str], *, overwrite: bool = True
+) -> Path:
+    """Write tensors + string metadata atomically (temporary file, then rename)."""
+    contiguous = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        try:
+            save_file(contiguous, str(tmp), metadata=header)
+        except SafetensorError as exc:  # how safetensors reports I/O errors (disk full…)
+            raise OSError(str(exc)) from None
+    return Path(path)
+
+
+def save_checkpoint(
+    path: str | Path, model: AttnMelNet, meta: CheckpointMeta, *, overwrite: bool = True
+) -> Path:
+    """Save ``model``'s weights with ``meta`` as one attnmel checkpoint."""
+    state = {k: v.clone() for k, v in model.state_dict().items()}  # untie shared storage
+    return write_tensors(path, state, meta.to_header(), overwrite=overwrite)
+
+
+def read_metadata(path: str | Path) -> CheckpointMeta:
+    """Validated metadata of an attnmel checkpoint, without building the model."""
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as fh:
+            header = fh.metadata()
+    except (SafetensorError, OSError, ValueError, RuntimeError):
+        read_tensors(path)  # raises the precise error
+        raise
+    return CheckpointMeta.from_header(path, header)
+
+
+def load_checkpoint(
+    path: str | Path, device: str | torch.device = "cpu"
+) -> tuple[AttnMelNet, CheckpointMeta]:
+    """Validate, build the model the metadata describes, load the tensors strictly; eval mode."""
+    path = Path(path)
+    tensors, header = read_tensors(path)
+    meta = CheckpointMeta.from_header(path, header)
+    model = model_from_meta(meta)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    wrong = [k for k in expected if k in tensors and tensors[k].shape != expected[k].shape]
+    if missing or unexpected or wrong:
+        detail = "; ".join(
+            f"{what} {names[0]}{f' (+{len(names) - 1} more)' if len(names) > 1 else ''}"
+            for what, names in (
+                ("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)
+            )
+            if names
+        )
+        raise CheckpointError(
+            f"{path}: tensors do not match its metadata (arch={meta.arch}, "
+            f"backbone={meta.backbone}, width={meta.width}): {detail}"
+        )
+    model.load_state_dict(tensors, strict=True)
+    return model.to(device).eval(), meta
+
+
+DEFAULT_CHECKPOINT_NAME = "attnmel-default.safetensors"
+DEFAULT_CHECKPOINT_ENV = "ATTNMEL_CHECKPOINT"
+
+
+def default_checkpoint() -> Path:
+    """``$ATTNMEL_CHECKPOINT``, else the default model in the project's ``weights/`` folder."""
+    env = os.environ.get(DEFAULT_CHECKPOINT_ENV)
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[2] / "weights" / DEFAULT_CHECKPOINT_NAME
+
+
+def resolve_checkpoint(path: str | Path | None) -> Path:
+    """The checkpoint to use: ``path`` if given, else the installed default model."""
+    if path is not None:
+        return Path(path)
+    default = default_checkpoint()
+    if not default.is_file():
+        raise CheckpointError(
+            f"no default model is installed (looked for {default}); pass --checkpoint FILE "
+            f"or set {DEFAULT_CHECKPOINT_ENV}"
+        )
+    return default

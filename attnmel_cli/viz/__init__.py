@@ -1,0 +1,1 @@
+"""Attention maps drawn onto photographs: overlays, composites, explain's files."""

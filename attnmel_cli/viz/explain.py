@@ -1,0 +1,92 @@
+"""``explain``'s files for each image: one overlay per map, the composite and the raw maps."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from attnmel_cli.data.decode import DEFAULT_MAX_PIXELS, load_photo
+from attnmel_cli.data.transforms import network_box
+from attnmel_cli.engine.inference import Scored, Session
+from attnmel_cli.errors import AttnMelError
+from attnmel_cli.io.atomic import atomic_path
+from attnmel_cli.io.checkpoint import CheckpointMeta
+from attnmel_cli.viz.overlay import explanation_images, overlay_target, save_image
+
+log = logging.getLogger("attnmel")
+
+
+@dataclass(frozen=True)
+class Explained:
+    """One input's outcome: its probability and composite, or the error that stopped it."""
+
+    path: str
+    p_melanoma: float | None
+    composite: Path | None
+    error: str | None = None
+
+
+def write_explanation(
+    scored: Scored, meta: CheckpointMeta, out_dir: Path, stem: str, *,
+    max_pixels: int = DEFAULT_MAX_PIXELS, overwrite: bool = False,
+) -> list[Path]:
+    """``explain``'s files for one image: an overlay per map, the composite, the raw maps (.npz)."""
+    photo = load_photo(scored.path, max_pixels=max_pixels, warn_frames=False)
+    box = network_box(*photo.size, meta.image_size)
+    overlays, panel = explanation_images(photo, scored.maps, box)
+    written = [
+        save_image(img, out_dir / f"{stem}_{name}.png", overwrite=overwrite)
+        for name, img in overlays.items()
+    ]
+    written.append(save_image(panel, out_dir / f"{stem}_composite.png", overwrite=overwrite))
+    raw = out_dir / f"{stem}_maps.npz"
+    with atomic_path(raw, overwrite=overwrite) as tmp, tmp.open("wb") as fh:
+        np.savez_compressed(
+            fh, box=np.asarray(box, np.float32), p_melanoma=np.float32(scored.p_melanoma),
+            **{k: v.astype(np.float32) for k, v in scored.maps.items()},
+        )
+    written.append(raw)
+    return written
+
+
+def check_explainable(session: Session) -> None:
+    """Refuse a checkpoint whose variant has no map to draw."""
+    if not session.map_names():
+        raise AttnMelError(
+            f"{session.name}: a {session.meta.arch} checkpoint has neither attention maps nor a "
+            "CAM; explain needs an attnmel or vgg16-gap checkpoint"
+        )
+
+
+def explain_paths(
+    session: Session,
+    inputs: Sequence[str],
+    out: Path,
+    *,
+    batch_size: int = 8,
+    workers: int | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    force: bool = False,
+) -> Iterator[Explained]:
+    """Score ``inputs`` with their maps and write each one's files into ``out``, in input order
+    (a stem seen before gets ``-2``, ``-3``…)."""
+    taken: set[str] = set()
+    for scored in session.score(
+        inputs, batch_size=batch_size, workers=workers, keep_maps=True, max_pixels=max_pixels
+    ):
+        if scored.error is not None:
+            yield Explained(scored.path, scored.p_melanoma, None, scored.error)
+            continue
+        stem = overlay_target(scored.path, out, taken, suffix="").name.removesuffix("_attention")
+        try:
+            written = write_explanation(scored, session.meta, out, stem,
+                                        max_pixels=max_pixels, overwrite=force)
+        except AttnMelError as exc:
+            yield Explained(scored.path, scored.p_melanoma, None, str(exc))
+            continue
+        log.debug("%s: wrote %s", scored.path, ", ".join(p.name for p in written))
+        yield Explained(scored.path, scored.p_melanoma, out / f"{stem}_composite.png")

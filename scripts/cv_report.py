@@ -1,0 +1,161 @@
+"""Cross-validation report for the model card: the paper's Table 2 rows on one backbone.
+
+Reads the fold runs that ``scripts/reproduce_default_model.sh`` trains
+(``RUNS/<variant>-f<I>/last.safetensors``, fold I of K held out, chosen by nothing: the last
+epoch), scores every held-out fold (optionally with 8-view test-time augmentation), fits the
+colour baseline on the same folds, and prints mean ± sd over the folds, the pooled out-of-fold
+AUC/AP with 95 % bootstrap intervals and DeLong's test of each variant against the first.
+
+``--isic2016 DIR`` adds the ISIC 2016 test photos at full resolution as an independent check
+without the leak: 120 of those 131 photos are ISIC 2017 training images, so each photo is
+scored by the fold model that did not train on it (photos outside the pool by the mean of the
+fold models), and the colour baseline likewise.
+
+    python scripts/cv_report.py --data PREPARED --runs RUNS --folds 3 --variants gap,attnmel,lesion
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from attnmel_cli.data.decode import load_photo
+from attnmel_cli.data.folds import fold_of
+from attnmel_cli.data.manifest import read_manifest
+from attnmel_cli.data.transforms import paper_crop
+from attnmel_cli.engine.inference import score_paths
+from attnmel_cli.evaluation.colour_baseline import (
+    colour_classifier,
+    colour_features,
+    features_of_file,
+)
+from attnmel_cli.evaluation.metrics import average_precision, bootstrap_ci, delong_test, roc_auc
+from attnmel_cli.io.checkpoint import load_checkpoint
+
+COLOUR = "colour"
+
+
+def score(checkpoint: Path, paths: list[Path], *, prepared: bool, tta: bool) -> np.ndarray:
+    """p_melanoma of ``paths`` with one checkpoint, on the CPU."""
+    model, meta = load_checkpoint(checkpoint)
+    scored = score_paths(model, meta, paths, device=torch.device("cpu"), batch_size=32,
+                         workers=1, prepared=prepared, tta=tta)
+    out = np.array([np.nan if s.p_melanoma is None else s.p_melanoma for s in scored])
+    if np.isnan(out).any():
+        raise SystemExit(f"{checkpoint}: some images could not be scored")
+    return out
+
+
+def summary(y: np.ndarray, p: np.ndarray, folds: np.ndarray | None, seed: int) -> dict:
+    """Per-fold mean ± sd (when ``folds`` is given) and pooled figures with intervals."""
+    out: dict[str, object] = {
+        "pooled_auc": roc_auc(y, p), "pooled_auc_ci": list(bootstrap_ci(y, p, roc_auc, seed=seed)),
+        "pooled_ap": average_precision(y, p),
+        "pooled_ap_ci": list(bootstrap_ci(y, p, average_precision, seed=seed)),
+        "n": len(y), "n_melanoma": int(y.sum()),
+    }
+    if folds is not None:
+        aucs = [roc_auc(y[folds == k], p[folds == k]) for k in np.unique(folds)]
+        aps = [average_precision(y[folds == k], p[folds == k]) for k in np.unique(folds)]
+        out.update(fold_auc=aucs, fold_ap=aps, auc_mean=float(np.mean(aucs)),
+                   auc_sd=float(np.std(aucs, ddof=1)), ap_mean=float(np.mean(aps)),
+                   ap_sd=float(np.std(aps, ddof=1)))
+    return out
+
+
+def isic2016(directory: Path) -> tuple[list[str], list[Path], np.ndarray]:
+    """(ids, photo paths, labels) of the ISIC 2016 Part 3 test folder."""
+    with (directory / "ISBI2016_ISIC_Part3_Test_GroundTruth.csv").open() as fh:
+        rows = [r for r in csv.reader(fh) if r]
+    photos = directory / "ISBI2016_ISIC_Part3_Test_Data"
+    ids = [r[0] for r in rows]
+    return ids, [photos / f"{i}.jpg" for i in ids], np.array([int(float(r[1])) for r in rows])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, required=True, help="prepared dir (attnmel prepare)")
+    ap.add_argument("--runs", type=Path, required=True, help="folder of <variant>-f<I> runs")
+    ap.add_argument("--folds", type=int, default=3)
+    ap.add_argument("--seed", type=int, default=0, help="seed of the folds (train --seed)")
+    ap.add_argument("--variants", default="gap,attnmel,lesion")
+    ap.add_argument("--tta", action="store_true", help="also score with 8-view TTA")
+    ap.add_argument("--isic2016", type=Path, help="ISIC 2016 test folder (full resolution)")
+    ap.add_argument("--json", type=Path, help="write the report here")
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+
+    rows = read_manifest(args.data)
+    assignment = fold_of(rows, args.folds, args.seed)
+    pool = sorted((r for r in rows if r.image_id in assignment), key=lambda r: r.image_id)
+    y = np.array([r.label for r in pool])
+    fold = np.array([assignment[r.image_id] for r in pool])
+    paths = [args.data / r.image for r in pool]
+    variants = args.variants.split(",")
+    modes = [False, True] if args.tta else [False]
+
+    oof: dict[str, np.ndarray] = {}
+    x = np.stack([features_of_file(p) for p in paths])
+    oof[COLOUR] = np.zeros(len(pool))
+    colour_models = []
+    for k in range(args.folds):
+        model = colour_classifier(args.seed).fit(x[fold != k], y[fold != k])
+        colour_models.append(model)
+        oof[COLOUR][fold == k] = model.predict_proba(x[fold == k])[:, 1]
+    for variant in variants:
+        for tta in modes:
+            name = f"{variant}+tta" if tta else variant
+            oof[name] = np.zeros(len(pool))
+            for k in range(args.folds):
+                held = [p for p, f in zip(paths, fold, strict=True) if f == k]
+                ckpt = args.runs / f"{variant}-f{k}" / "last.safetensors"
+                oof[name][fold == k] = score(ckpt, held, prepared=True, tta=tta)
+            print(f"{name}: pooled out-of-fold AUC {roc_auc(y, oof[name]):.4f}", flush=True)
+
+    report: dict[str, object] = {"folds": args.folds, "seed": args.seed, "cv": {}}
+    first = variants[0]
+    for name, p in oof.items():
+        entry = summary(y, p, fold, args.seed)
+        if name != first:
+            d = delong_test(y, oof[first], p)
+            entry["delong_vs_" + first] = {"auc1": d.auc1, "auc2": d.auc2, "p_value": d.p_value}
+        report["cv"][name] = entry  # type: ignore[index]
+
+    if args.isic2016:
+        ids, photos, y16 = isic2016(args.isic2016)
+        folds16 = [assignment.get(i) for i in ids]
+        crops = [paper_crop(load_photo(p)) for p in photos]
+        x16 = np.stack([colour_features(np.asarray(c)) for c in crops])
+        ext: dict[str, np.ndarray] = {}
+        per_fold_colour = np.stack([m.predict_proba(x16)[:, 1] for m in colour_models])
+        ext[COLOUR] = _pick(per_fold_colour, folds16)
+        for variant in variants:
+            for tta in modes:
+                name = f"{variant}+tta" if tta else variant
+                per_fold = np.stack([
+                    score(args.runs / f"{variant}-f{k}" / "last.safetensors", photos,
+                          prepared=False, tta=tta) for k in range(args.folds)])
+                ext[name] = _pick(per_fold, folds16)
+        report["isic2016_out_of_fold"] = {
+            "in_pool": int(sum(f is not None for f in folds16)),
+            **{name: summary(y16, p, None, args.seed) for name, p in ext.items()},
+        }
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.json:
+        args.json.write_text(text + "\n")
+
+
+def _pick(per_fold: np.ndarray, folds: list[int | None]) -> np.ndarray:
+    """Each image's score from the fold model that held it out (the mean where none did)."""
+    return np.array([per_fold[f, i] if f is not None else per_fold[:, i].mean()
+                     for i, f in enumerate(folds)])
+
+
+if __name__ == "__main__":
+    main()
