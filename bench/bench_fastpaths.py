@@ -93,7 +93,7 @@ def section_decode(paths: list[str], reps: int) -> dict[str, Any]:
     import numpy as np
     from PIL import Image
 
-    from attnmel_cli.config import PREPARED_SIZE
+    from attnmel_cli.config import PREPARED_SIZE, PreprocessConfig
     from attnmel_cli.data.decode import load_photo
     from attnmel_cli.data.transforms import photo_to_input
 
@@ -112,7 +112,7 @@ def section_decode(paths: list[str], reps: int) -> dict[str, Any]:
                     t0 = time.perf_counter()
                     img = load_photo(p, draft_min_side=PREPARED_SIZE if mode == "draft" else None)
                     t1 = time.perf_counter()
-                    x = photo_to_input(img, 224)
+                    x = photo_to_input(img, PreprocessConfig(224))
                     t2 = time.perf_counter()
                     t[mode] += t1 - t0
                     t[mode + "+prep"] += t2 - t0

@@ -107,14 +107,13 @@ def phase(args: argparse.Namespace) -> None:
             from torchvision import transforms as T
             from torchvision.transforms import functional as TF
 
-            from attnmel_cli.config import CROP_FRACTION, resize_size
-
+            pre = meta.preprocess  # the checkpoint's own preprocessing
             tf = T.Compose([
-                T.Lambda(lambda im: TF.center_crop(im, round(CROP_FRACTION * min(im.size)))),
-                T.Resize(resize_size(meta.image_size)),
-                T.CenterCrop(meta.image_size),
+                T.Lambda(lambda im: TF.center_crop(im, round(pre.crop_fraction * min(im.size)))),
+                T.Resize(pre.resize),
+                T.CenterCrop(pre.image_size),
                 T.ToTensor(),
-                T.Normalize(meta.mean, meta.std),
+                T.Normalize(pre.mean, pre.std),
             ])
             s = meta.image_size
             forward_batch(model, torch.zeros(args.naive_batch_size, 3, s, s), device)  # warm-up

@@ -13,38 +13,13 @@ import argparse
 import json
 from pathlib import Path
 
-import cv2
 import numpy as np
-from sklearn.linear_model import LogisticRegressionCV
 from sklearn.model_selection import StratifiedKFold
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from attnmel_cli.data.manifest import read_manifest
+from attnmel_cli.evaluation.colour_baseline import colour_classifier as classifier
+from attnmel_cli.evaluation.colour_baseline import features_of_file as hsv_features
 from attnmel_cli.evaluation.metrics import average_precision, bootstrap_ci, roc_auc
-
-BINS = (8, 4, 4)  # joint H × S × V histogram
-
-
-def hsv_features(path: Path) -> np.ndarray:
-    """Joint HSV histogram (128 bins, L1-normalised) + per-channel mean and std of the centre."""
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise SystemExit(f"{path}: cannot read image")
-    h, w = bgr.shape[:2]
-    s = round(min(h, w) * 224 / 256)
-    top, left = (h - s) // 2, (w - s) // 2
-    hsv = cv2.cvtColor(bgr[top : top + s, left : left + s], cv2.COLOR_BGR2HSV)
-    hist = cv2.calcHist([hsv], [0, 1, 2], None, list(BINS), [0, 180, 0, 256, 0, 256]).ravel()
-    stats = np.concatenate([hsv.reshape(-1, 3).mean(0), hsv.reshape(-1, 3).std(0)]) / 255.0
-    return np.concatenate([hist / hist.sum(), stats]).astype(np.float32)
-
-
-def classifier():
-    return make_pipeline(
-        StandardScaler(),
-        LogisticRegressionCV(Cs=8, cv=5, scoring="roc_auc", class_weight="balanced", max_iter=5000),
-    )
 
 
 def main() -> None:

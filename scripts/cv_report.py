@@ -84,9 +84,11 @@ def main() -> None:
     ap.add_argument("--folds", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0, help="seed of the folds (train --seed)")
     ap.add_argument("--variants", default="gap,attnmel,lesion")
-    ap.add_argument("--tta", action="store_true", help="also score with 8-view TTA")
+    ap.add_argument("--tta", action="store_true",
+                    help="also score the chosen variant with 8-view TTA")
     ap.add_argument("--isic2016", type=Path, help="ISIC 2016 test folder (full resolution)")
     ap.add_argument("--json", type=Path, help="write the report here")
+    ap.add_argument("--markdown", type=Path, help="write the model card's tables here")
     args = ap.parse_args()
     torch.set_num_threads(2)
 
@@ -97,7 +99,6 @@ def main() -> None:
     fold = np.array([assignment[r.image_id] for r in pool])
     paths = [args.data / r.image for r in pool]
     variants = args.variants.split(",")
-    modes = [False, True] if args.tta else [False]
 
     oof: dict[str, np.ndarray] = {}
     x = np.stack([features_of_file(p) for p in paths])
@@ -107,17 +108,26 @@ def main() -> None:
         model = colour_classifier(args.seed).fit(x[fold != k], y[fold != k])
         colour_models.append(model)
         oof[COLOUR][fold == k] = model.predict_proba(x[fold == k])[:, 1]
-    for variant in variants:
-        for tta in modes:
-            name = f"{variant}+tta" if tta else variant
-            oof[name] = np.zeros(len(pool))
-            for k in range(args.folds):
-                held = [p for p, f in zip(paths, fold, strict=True) if f == k]
-                ckpt = args.runs / f"{variant}-f{k}" / "last.safetensors"
-                oof[name][fold == k] = score(ckpt, held, prepared=True, tta=tta)
-            print(f"{name}: pooled out-of-fold AUC {roc_auc(y, oof[name]):.4f}", flush=True)
+    def out_of_fold(variant: str, tta: bool) -> np.ndarray:
+        p = np.zeros(len(pool))
+        for k in range(args.folds):
+            held = [path for path, f in zip(paths, fold, strict=True) if f == k]
+            ckpt = args.runs / f"{variant}-f{k}" / "last.safetensors"
+            p[fold == k] = score(ckpt, held, prepared=True, tta=tta)
+        return p
 
-    report: dict[str, object] = {"folds": args.folds, "seed": args.seed, "cv": {}}
+    for variant in variants:
+        oof[variant] = out_of_fold(variant, tta=False)
+        print(f"{variant}: pooled out-of-fold AUC {roc_auc(y, oof[variant]):.4f}", flush=True)
+    # the variant is chosen by mean AUC over the folds, before (and without) TTA
+    chosen = max(variants, key=lambda v: summary(y, oof[v], fold, args.seed)["auc_mean"])
+    runs = [(v, False) for v in variants]
+    if args.tta:
+        oof[f"{chosen}+tta"] = out_of_fold(chosen, tta=True)
+        runs.append((chosen, True))
+
+    report: dict[str, object] = {"folds": args.folds, "seed": args.seed, "chosen": chosen,
+                                 "cv": {}}
     first = variants[0]
     for name, p in oof.items():
         entry = summary(y, p, fold, args.seed)
@@ -134,13 +144,11 @@ def main() -> None:
         ext: dict[str, np.ndarray] = {}
         per_fold_colour = np.stack([m.predict_proba(x16)[:, 1] for m in colour_models])
         ext[COLOUR] = _pick(per_fold_colour, folds16)
-        for variant in variants:
-            for tta in modes:
-                name = f"{variant}+tta" if tta else variant
-                per_fold = np.stack([
-                    score(args.runs / f"{variant}-f{k}" / "last.safetensors", photos,
-                          prepared=False, tta=tta) for k in range(args.folds)])
-                ext[name] = _pick(per_fold, folds16)
+        for variant, tta in runs:
+            per_fold = np.stack([
+                score(args.runs / f"{variant}-f{k}" / "last.safetensors", photos,
+                      prepared=False, tta=tta) for k in range(args.folds)])
+            ext[f"{variant}+tta" if tta else variant] = _pick(per_fold, folds16)
         report["isic2016_out_of_fold"] = {
             "in_pool": int(sum(f is not None for f in folds16)),
             **{name: summary(y16, p, None, args.seed) for name, p in ext.items()},
@@ -149,6 +157,46 @@ def main() -> None:
     print(text)
     if args.json:
         args.json.write_text(text + "\n")
+    if args.markdown:
+        args.markdown.write_text(markdown(report))
+
+
+NAMES = {"gap": "pooled baseline (`vgg16-gap`)", "attnmel": "AttnMel-CNN (`attnmel`)",
+         "lesion": "AttnMel-CNN-Lesion (`attnmel --roi lesion`)", COLOUR: "colour baseline"}
+
+
+def _name(key: str) -> str:
+    base, _, tta = key.partition("+")
+    return NAMES.get(base, base) + (" + TTA" if tta else "")
+
+
+def _ci(entry: dict, what: str) -> str:
+    lo, hi = entry[f"pooled_{what}_ci"]
+    return f"{entry[f'pooled_{what}']:.3f} [{lo:.3f}, {hi:.3f}]"
+
+
+def markdown(report: dict) -> str:
+    """The cross-validation and ISIC 2016 tables of the model card."""
+    first = next(iter(report["cv"]))
+    lines = [
+        f"| model | AUC, mean ± sd over {report['folds']} folds | AP, mean ± sd | pooled "
+        f"out-of-fold AUC [95 % CI] | pooled AP [95 % CI] | DeLong p vs {_name(first)} |",
+        "|---|---|---|---|---|---|",
+    ]
+    for key, e in report["cv"].items():
+        d = e.get(f"delong_vs_{first}")
+        p_value = "—" if d is None else f"{d['p_value']:.3g}"
+        lines.append(
+            f"| {_name(key)} | {e['auc_mean']:.3f} ± {e['auc_sd']:.3f} | {e['ap_mean']:.3f} ± "
+            f"{e['ap_sd']:.3f} | {_ci(e, 'auc')} | {_ci(e, 'ap')} | {p_value} |")
+    ext = report.get("isic2016_out_of_fold")
+    if ext:
+        lines += ["", f"ISIC 2016 test photos at full resolution ({ext['in_pool']} of them in the "
+                  "ISIC 2017 pool, each scored by the fold model that did not train on it):", "",
+                  "| model | AUC [95 % CI] | AP [95 % CI] |", "|---|---|---|"]
+        lines += [f"| {_name(k)} | {_ci(e, 'auc')} | {_ci(e, 'ap')} |"
+                  for k, e in ext.items() if isinstance(e, dict)]
+    return "\n".join(lines) + "\n"
 
 
 def _pick(per_fold: np.ndarray, folds: list[int | None]) -> np.ndarray:

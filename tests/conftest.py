@@ -22,6 +22,7 @@ from PIL import Image
 from typer.testing import CliRunner, Result
 
 from attnmel_cli.cli import app
+from attnmel_cli.config import TrainConfig
 from attnmel_cli.data.prepare import prepare_dataset
 from attnmel_cli.io.checkpoint import CheckpointMeta, read_tensors, save_checkpoint
 from attnmel_cli.io.run_dir import BEST, LAST, METRICS
@@ -154,6 +155,30 @@ def isic2017_subset(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., P
 
 
 # ── training runs ─────────────────────────────────────────────────────────────────────────────
+
+TRAIN_SUBSET = {"Training": (12, 20), "Validation": (6, 10)}  # (melanoma, other) per split
+
+
+@pytest.fixture(scope="session")
+def prepared(isic2017_subset) -> Path:
+    """32 training and 16 validation images of ISIC 2017, with lesion masks, via `prepare`."""
+    return isic2017_subset(TRAIN_SUBSET)
+
+
+def _tiny_config(data: Path, out: Path, **kw: object) -> TrainConfig:
+    base = {
+        "data": data, "out": out, "pretrained": False, "width": TINY_WIDTH,
+        "image_size": TINY_SIZE, "epochs": 1, "batch_size": 16, "seed": 3, "deterministic": True,
+        "device": "cpu", "workers": 0,
+    }
+    return TrainConfig(**{**base, **kw})  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def tiny_config() -> Callable[..., TrainConfig]:
+    """``tiny_config(data, out, **overrides)``: a tiny deterministic CPU run (VGG-16-BN at width
+    1/16, 64-px inputs, 1 epoch, batch 16, no workers)."""
+    return _tiny_config
 
 
 def _run_metrics(run: Path) -> list[dict[str, str]]:

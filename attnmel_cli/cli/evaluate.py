@@ -9,18 +9,22 @@ import typer
 
 from attnmel_cli.cli.console import err, log, progress, report_failure
 from attnmel_cli.cli.options import (
+    AmpOpt,
     BatchOpt,
     CheckpointOpt,
     DeviceOpt,
     ForceOpt,
+    FormatOpt,
     MaxPixelsOpt,
+    TtaOpt,
     WorkersOpt,
 )
 from attnmel_cli.config import default_workers
 from attnmel_cli.data.decode import DEFAULT_MAX_PIXELS
 from attnmel_cli.engine.distributed import process_group
-from attnmel_cli.errors import EXIT_OK, EXIT_PARTIAL, AttnMelError
+from attnmel_cli.errors import EXIT_OK, EXIT_PARTIAL
 from attnmel_cli.io.checkpoint import resolve_checkpoint
+from attnmel_cli.io.records import check_format
 
 if TYPE_CHECKING:
     from attnmel_cli.evaluation.results import EvalData, Evaluation
@@ -37,8 +41,10 @@ def evaluate(
     ],
     checkpoint: CheckpointOpt = None,
     split: Annotated[
-        str, typer.Option(help="Split to evaluate: train, val or test (data without splits: all).")
-    ] = "test",
+        str | None,
+        typer.Option(help="Split to evaluate: train, val or test (default: test when the data "
+                     "has one, else val; data without splits: all)."),
+    ] = None,
     out: Annotated[
         Path | None,
         typer.Option(
@@ -50,9 +56,7 @@ def evaluate(
         str,
         typer.Option(help="Threshold on p_melanoma, or 'val': Youden's J on the val split."),
     ] = "0.5",
-    fmt: Annotated[
-        str, typer.Option("--format", "-f", help="table (on stderr) or json (report on stdout).")
-    ] = "table",
+    fmt: FormatOpt = None,
     compare: Annotated[
         list[Path] | None,
         typer.Option(
@@ -73,16 +77,23 @@ def evaluate(
     device: DeviceOpt = "auto",
     max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
     force: ForceOpt = False,
+    amp: AmpOpt = True,
+    tta: TtaOpt = False,
 ) -> None:
     """AP and AUC with 95 % intervals, operating points, calibration, attention Jaccard.
+
+    --format: table (the default; on stderr), json (the report on stdout), csv or jsonl (one
+    record per image and checkpoint on stdout).
 
     Under ``torchrun --nproc_per_node N -m attnmel_cli evaluate …`` the processes share the
     scoring and rank 0 writes the report.
     """
     from attnmel_cli.evaluation.report import run_evaluation  # lazy: scikit-learn loads slowly
 
+    fmt = check_format(fmt or "table")
+
     def setup() -> tuple[Any, ...]:  # on rank 0 only under torchrun
-        return _setup(data, split, dataset, out, threshold, fmt, force, checkpoint, compare)
+        return _setup(data, split, dataset, out, threshold, force, checkpoint, compare)
 
     # Under torchrun every process scores a block of the images; rank 0 writes the report.
     with process_group(device) as (dist, dev):
@@ -94,7 +105,8 @@ def evaluate(
                 eval_data, checkpoints, dev, threshold=cut, val_data=val_data,
                 n_boot=bootstrap, seed=seed, batch_size=batch_size,
                 workers=dist.workers(default_workers()) if workers is None else workers,
-                advance=lambda: bar.advance(task), max_pixels=max_pixels, dist=dist,
+                advance=lambda: bar.advance(task), max_pixels=max_pixels, dist=dist, amp=amp,
+                tta=tta,
             )
     if not dist.is_main:
         raise typer.Exit(EXIT_OK)
@@ -103,7 +115,7 @@ def evaluate(
 
 
 def _setup(
-    data: Path, split: str, dataset: str, out: Path | None, threshold: str, fmt: str, force: bool,
+    data: Path, split: str | None, dataset: str, out: Path | None, threshold: str, force: bool,
     checkpoint: Path | None, compare: list[Path] | None,
 ) -> tuple[float | None, EvalData, EvalData | None, list[Path]]:
     """Check the options and read the data: the threshold (None: chosen on val), the images to
@@ -112,26 +124,26 @@ def _setup(
     from attnmel_cli.evaluation.rendering import check_outputs
     from attnmel_cli.evaluation.report import parse_threshold
 
-    if fmt not in ("table", "json"):
-        raise AttnMelError(f"unknown --format {fmt!r}; choose table or json")
     cut = parse_threshold(threshold)
     if out is not None:
         check_outputs(out, overwrite=force)
     eval_data = load_data(data, split, dataset)
+    if split is None and eval_data.split is not None:
+        log.info("evaluating split %r (no --split given)", eval_data.split)
     val_data = load_val_data(data, dataset) if cut is None else None
     return cut, eval_data, val_data, [resolve_checkpoint(checkpoint), *(compare or [])]
 
 
 def _render(result: Evaluation, out: Path | None, fmt: str, force: bool) -> None:
     """Failed images on stderr, the files in ``out``, the report as JSON (stdout) or a table."""
-    from attnmel_cli.evaluation.rendering import report_json, report_table, write_outputs
+    from attnmel_cli.evaluation.rendering import report_table, stdout_text, write_outputs
 
     for failure in result.report["failed"]:
         report_failure(failure["path"], failure["error"])
     if out is not None:
         write_outputs(result, out, overwrite=force)
         log.info("wrote predictions.csv, report.json and plots to %s", out)
-    if fmt == "json":
-        typer.echo(report_json(result.report), nl=False)
-    else:
+    if fmt == "table":
         err.print(report_table(result.report))
+    else:
+        typer.echo(stdout_text(result, fmt), nl=False)

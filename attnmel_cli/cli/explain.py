@@ -9,6 +9,7 @@ import typer
 
 from attnmel_cli.cli.console import log, progress, report_failure
 from attnmel_cli.cli.options import (
+    AmpOpt,
     BatchOpt,
     CheckpointOpt,
     DeviceOpt,
@@ -17,6 +18,7 @@ from attnmel_cli.cli.options import (
     PathsArg,
     RecursiveOpt,
     ShardOpt,
+    TtaOpt,
     WorkersOpt,
 )
 from attnmel_cli.data.decode import DEFAULT_MAX_PIXELS
@@ -42,6 +44,8 @@ def explain(
     max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
     force: ForceOpt = False,
     shard_spec: ShardOpt = None,
+    amp: AmpOpt = True,
+    tta: TtaOpt = False,
 ) -> None:
     """Write, per image, the attention maps (CAM for vgg16-gap) over the photo at its own size."""
     refuse("explain", "split the inputs with --shard I/N instead (one job per shard)")
@@ -53,7 +57,8 @@ def explain(
     with progress() as bar:
         task = bar.add_task("explaining", total=len(inputs))
         for done in explain_paths(session, inputs, out, batch_size=batch_size, workers=workers,
-                                  max_pixels=max_pixels, force=force):
+                                  max_pixels=max_pixels, force=force, amp=amp,
+                                  tta=tta):
             if done.error is not None:
                 failed += 1
                 report_failure(done.path, done.error)

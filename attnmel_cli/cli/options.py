@@ -12,7 +12,7 @@ from attnmel_cli import __version__
 CheckpointOpt = Annotated[
     Path | None,
     typer.Option("--checkpoint", "-c",
-                 help="attnmel .safetensors checkpoint [default: the model in weights/]."),
+                 help="attnmel .safetensors checkpoint (default: the model shipped with attnmel)."),
 ]
 PathsArg = Annotated[
     list[str],
@@ -26,7 +26,35 @@ BatchOpt = Annotated[
 ]
 WorkersOpt = Annotated[
     int | None,
-    typer.Option("--workers", "-j", min=0, help="Decoding worker processes [default: cores - 1]."),
+    typer.Option(
+        "--workers", "-j", min=0,
+        help="Images decoded in parallel beside the main work; 0 decodes in the main process "
+        "(default: from the CPU count, at most 4).",
+    ),
+]
+FormatOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--format", "-f",
+        help="table (for people), csv or jsonl (one record per image), json (one document); "
+        "the default depends on the command.",
+    ),
+]
+AmpOpt = Annotated[
+    bool,
+    typer.Option(
+        "--amp/--no-amp",
+        help="Mixed precision on CUDA (faster; scoring in bf16 keeps about 3 significant digits "
+        "of each logit); no effect on CPU or MPS.",
+    ),
+]
+TtaOpt = Annotated[
+    bool,
+    typer.Option(
+        "--tta/--no-tta",
+        help="Test-time augmentation: average p_melanoma (and the maps, turned back) over the 8 "
+        "flips and 90° rotations; 8× the network's work.",
+    ),
 ]
 DeviceOpt = Annotated[
     str, typer.Option("--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda[:N] or mps.")

@@ -10,14 +10,17 @@ import typer
 
 from attnmel_cli.cli.console import log, progress, report_failure
 from attnmel_cli.cli.options import (
+    AmpOpt,
     BatchOpt,
     CheckpointOpt,
     DeviceOpt,
     ForceOpt,
+    FormatOpt,
     MaxPixelsOpt,
     PathsArg,
     RecursiveOpt,
     ShardOpt,
+    TtaOpt,
     WorkersOpt,
 )
 from attnmel_cli.cli.scoring import Row, predict_rows
@@ -26,9 +29,15 @@ from attnmel_cli.data.decode import DEFAULT_MAX_PIXELS
 from attnmel_cli.data.image_files import collect_inputs
 from attnmel_cli.engine.distributed import Dist, process_group
 from attnmel_cli.engine.inference import Session
-from attnmel_cli.errors import EXIT_OK, EXIT_PARTIAL, AttnMelError
+from attnmel_cli.errors import EXIT_OK, EXIT_PARTIAL
 from attnmel_cli.io.checkpoint import resolve_checkpoint
-from attnmel_cli.io.records import FORMATS, RecordWriter, default_format, record
+from attnmel_cli.io.records import (
+    LEGACY_LABEL_NOTE,
+    RecordWriter,
+    check_format,
+    default_format,
+    record,
+)
 from attnmel_cli.viz.overlay import check_overlay_options, overlay_map_name
 
 if TYPE_CHECKING:
@@ -39,13 +48,10 @@ def predict(
     paths: PathsArg,
     checkpoint: CheckpointOpt = None,
     recursive: RecursiveOpt = False,
-    fmt: Annotated[
-        str | None,
-        typer.Option("--format", "-f", help=f"Output: {'|'.join(FORMATS)} [default: table on a "
-                     "terminal, csv when piped]."),
-    ] = None,
+    fmt: FormatOpt = None,
     threshold: Annotated[
-        float, typer.Option(min=0.0, max=1.0, help="Label 1 (melanoma) when p_melanoma ≥ this.")
+        float,
+        typer.Option(min=0.0, max=1.0, help="prediction 1 (melanoma) when p_melanoma ≥ this."),
     ] = 0.5,
     overlay: Annotated[
         Path | None,
@@ -65,34 +71,30 @@ def predict(
     max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
     force: ForceOpt = False,
     shard_spec: ShardOpt = None,
-    amp: Annotated[
-        bool,
-        typer.Option("--amp/--no-amp",
-                     help="bf16 mixed precision on CUDA (faster; rounds the logits, so scores "
-                     "may tie)."),
-    ] = False,
+    amp: AmpOpt = True,
+    tta: TtaOpt = False,
 ) -> None:
-    """Score images: one record per image on stdout (path, p_melanoma, label, checkpoint).
+    """Score images: one record per image on stdout (path, p_melanoma, prediction, checkpoint),
+    by default a table on a terminal and CSV when piped.
 
     Under ``torchrun --nproc_per_node N -m attnmel_cli predict …`` each process scores a block of
     the inputs and rank 0 writes all the records, in input order.
     """
     with process_group(device) as (dist, dev):
         _predict(dist, dev, paths, checkpoint, recursive, fmt, threshold, overlay, overlay_dir,
-                 overlay_map, batch_size, workers, max_pixels, force, shard_spec, amp)
+                 overlay_map, batch_size, workers, max_pixels, force, shard_spec, amp, tta)
 
 
 def _predict(
     dist: Dist, dev: torch.device, paths: list[str], checkpoint: Path | None, recursive: bool,
     fmt: str | None, threshold: float, overlay: Path | None, overlay_dir: Path | None,
     overlay_map: str, batch_size: int, workers: int | None, max_pixels: int, force: bool,
-    shard_spec: str | None, amp: bool,
+    shard_spec: str | None, amp: bool, tta: bool,
 ) -> None:
     fmt = fmt or default_format()
 
     def setup() -> tuple[list[str], Path]:  # on rank 0 only under torchrun (reads stdin)
-        if fmt not in FORMATS:
-            raise AttnMelError(f"unknown --format {fmt!r}; choose one of {', '.join(FORMATS)}")
+        check_format(fmt)
         inputs = collect_inputs(paths, recursive, shard_spec)
         check_overlay_options(inputs, overlay, overlay_dir, force)
         return inputs, resolve_checkpoint(checkpoint)
@@ -112,7 +114,7 @@ def _predict(
                 session, inputs, (lo, hi), overlay=overlay, overlay_dir=overlay_dir,
                 map_name=map_name, batch_size=batch_size,
                 workers=dist.workers(default_workers()) if workers is None else workers,
-                max_pixels=max_pixels, force=force, amp=amp,
+                max_pixels=max_pixels, force=force, amp=amp, tta=tta,
                 advance=lambda: bar.advance(task),
             )
 
@@ -121,6 +123,8 @@ def _predict(
     if not dist.is_main:
         raise typer.Exit(EXIT_OK)
     writer, failed = RecordWriter(fmt), 0
+    if fmt != "table":
+        log.warning(LEGACY_LABEL_NOTE)
     for path, p, error in rows:
         if error is not None:
             failed += 1

@@ -10,7 +10,7 @@ from rich.progress import TaskID
 from rich.table import Table
 
 from attnmel_cli.cli.console import err, log, progress
-from attnmel_cli.cli.options import MaxPixelsOpt
+from attnmel_cli.cli.options import MaxPixelsOpt, WorkersOpt
 from attnmel_cli.data.decode import DEFAULT_MAX_PIXELS
 from attnmel_cli.data.prepare import (
     DEFAULT_SEED,
@@ -41,10 +41,7 @@ def prepare(
                      "source has none (0: none)."),
     ] = DEFAULT_VAL_FRACTION,
     seed: Annotated[int, typer.Option(help="Seed of the val split carve.")] = DEFAULT_SEED,
-    workers: Annotated[
-        int | None,
-        typer.Option("--workers", "-j", min=1, help="Decoding threads (default: min(4, cores))."),
-    ] = None,
+    workers: WorkersOpt = None,
     force: Annotated[
         bool,
         typer.Option("--force", help="Write into an --out holding another dataset or other files."),

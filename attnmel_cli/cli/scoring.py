@@ -26,6 +26,7 @@ def predict_rows(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     force: bool = False,
     amp: bool = False,
+    tta: bool = False,
     advance: Callable[[], None] = lambda: None,
 ) -> Iterator[Row]:
     """Score ``inputs[lo:hi]`` in order, writing each image's overlay on the way.
@@ -42,7 +43,7 @@ def predict_rows(
     want_maps = map_name is not None and (overlay is not None or targets is not None)
     for scored in session.score(
         inputs[lo:hi], batch_size=batch_size, workers=workers, keep_maps=want_maps,
-        max_pixels=max_pixels, amp=amp,
+        max_pixels=max_pixels, amp=amp, tta=tta,
     ):
         error = scored.error
         if error is None and want_maps:

@@ -18,6 +18,10 @@ from attnmel_cli.errors import InputError
 
 log = logging.getLogger("attnmel")
 
+# What every command takes for an image file (prepare's sources, predict's folders…).
+IMAGE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".ppm"}
+)
 DEFAULT_MAX_PIXELS = 150_000_000  # decompression-bomb guard; ISIC photos are at most ~30 MP
 MIN_SIDE = 16  # smaller images carry no lesion detail worth scoring
 

@@ -8,13 +8,11 @@ import sys
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
+from attnmel_cli.data.decode import IMAGE_SUFFIXES
 from attnmel_cli.errors import AttnMelError
 
 log = logging.getLogger("attnmel")
 
-IMAGE_SUFFIXES = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".ppm", ".jfif"}
-)
 # Files that sit beside ISIC photos but are not photos (masks, superpixel index images).
 NON_PHOTO_ENDINGS = ("_segmentation.png", "_superpixels.png")
 

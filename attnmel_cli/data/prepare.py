@@ -32,7 +32,7 @@ from attnmel_cli.data.manifest import MANIFEST_NAME, SPLITS, Problems, Row, writ
 from attnmel_cli.data.sources import Source, read_source
 from attnmel_cli.data.writer import RECIPE, Done, process_job
 from attnmel_cli.errors import DataError
-from attnmel_cli.io.atomic import ensure_dir, write_text_atomic
+from attnmel_cli.io.atomic import ensure_dir, refuse_unless_forced, write_text_atomic
 
 META_NAME = "prepare.json"
 META_FORMAT = "attnmel-prepared"
@@ -73,7 +73,15 @@ def _parallel(
     phase: str,
     progress: ProgressFn | None,
 ) -> list[R]:
-    """``[fn(x) for x in items]`` on a thread pool (Pillow, zlib and hashlib release the GIL)."""
+    """``[fn(x) for x in items]`` on ``workers`` threads (Pillow, zlib and hashlib release the
+    GIL); 0 workers: in the calling thread."""
+    if workers == 0:
+        results = []
+        for done, item in enumerate(items, 1):
+            results.append(fn(item))
+            if progress:
+                progress(phase, done, len(items))
+        return results
     pool = ThreadPoolExecutor(max_workers=workers)
     try:
         futures = [pool.submit(fn, item) for item in items]
@@ -105,7 +113,7 @@ def _claim_out(out: Path, root: Path, layout: str, force: bool) -> None:
         raise DataError(f"{out}: cannot create this output folder (Not a directory: {above})")
     if out == root:
         raise DataError(f"{out}: --out must differ from SOURCE")
-    if force or not out.exists() or not any(out.iterdir()):
+    if not out.exists() or not any(out.iterdir()):
         return
     meta = _read_meta(out)
     if meta and meta.get("source") == str(root) and meta.get("layout") == layout:
@@ -115,7 +123,8 @@ def _claim_out(out: Path, root: Path, layout: str, force: bool) -> None:
         if meta
         else "is not empty and not an attnmel prepared dir"
     )
-    raise DataError(f"{out}: {what}; pass --force to prepare {root} ({layout}) into it anyway")
+    refuse_unless_forced(out, force=force, what=what, error=DataError,
+                         hint=f"pass --force to prepare {root} ({layout}) into it anyway")
 
 
 def _meta(
@@ -205,9 +214,9 @@ def prepare_dataset(
     start = time.perf_counter()
     if not 0 <= val_fraction < 1:
         raise DataError(f"--val-fraction must be in [0, 1), got {val_fraction}")
-    if workers is not None and workers < 1:
-        raise DataError(f"--workers must be at least 1, got {workers}")
-    workers = workers or default_prepare_workers()
+    if workers is not None and workers < 0:
+        raise DataError(f"--workers must be at least 0, got {workers}")
+    workers = default_prepare_workers() if workers is None else workers
     root, out = Path(source).resolve(), Path(out).resolve()
     problems = Problems(str(root))
     src = read_source(root, problems, dataset, exclude=out)

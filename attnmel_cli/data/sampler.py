@@ -20,21 +20,24 @@ OVERSAMPLE = 4  # melanoma repeats per epoch (authors' train_oversample.csv)
 class OversamplingSampler(Sampler[tuple[int, int]]):
     """Yields ``(index, augmentation_seed)``: melanoma (label 1) ``factor`` times, shuffled."""
 
-    def __init__(self, labels: Sequence[int], factor: int = OVERSAMPLE, seed: int = 0) -> None:
+    def __init__(
+        self, labels: Sequence[int], factor: int = OVERSAMPLE, seed: int = 0, passes: int = 1
+    ) -> None:
         self.pool = np.concatenate(
             [np.repeat(np.flatnonzero(np.asarray(labels) == 1), factor),
              np.flatnonzero(np.asarray(labels) != 1)]
         )
-        self.factor, self.seed, self.epoch = factor, seed, 0
+        self.factor, self.seed, self.epoch, self.passes = factor, seed, 0, passes
 
     def set_epoch(self, epoch: int) -> None:
         """Select the order of ``epoch`` (0-based)."""
         self.epoch = epoch
 
     def epoch_order(self) -> list[tuple[int, int]]:
-        """The whole epoch: (dataset index, augmentation seed) pairs."""
+        """The whole epoch: (dataset index, augmentation seed) pairs; ``passes`` shuffled passes
+        over the oversampled pool (the authors' "epoch" is 2 passes over ISIC 2017)."""
         rng = np.random.default_rng([self.seed, self.epoch])
-        order = rng.permutation(self.pool)
+        order = np.concatenate([rng.permutation(self.pool) for _ in range(self.passes)])
         seeds = rng.integers(0, 2**62, size=len(order))
         return list(zip(order.tolist(), seeds.tolist(), strict=True))
 
@@ -42,7 +45,7 @@ class OversamplingSampler(Sampler[tuple[int, int]]):
         return iter(self.epoch_order())
 
     def __len__(self) -> int:
-        return len(self.pool)
+        return len(self.pool) * self.passes
 
 
 class ShardedOversamplingSampler(OversamplingSampler):
@@ -57,17 +60,17 @@ class ShardedOversamplingSampler(OversamplingSampler):
     """
 
     def __init__(
-        self, labels: Sequence[int], factor: int = OVERSAMPLE, seed: int = 0, *,
+        self, labels: Sequence[int], factor: int = OVERSAMPLE, seed: int = 0, passes: int = 1, *,
         rank: int, world: int, batch_size: int,
     ) -> None:
-        super().__init__(labels, factor, seed)
+        super().__init__(labels, factor, seed, passes)
         if not 0 <= rank < world or batch_size % world:
             raise ValueError(f"rank {rank} of {world} with global batch {batch_size}")
         self.rank, self.world, self.batch_size = rank, world, batch_size
 
     def global_length(self) -> int:
         """Items drawn per epoch by all the ranks together."""
-        n = len(self.pool)
+        n = len(self.pool) * self.passes
         if n > self.batch_size:
             return n // self.batch_size * self.batch_size
         return -(-n // self.world) * self.world

@@ -54,6 +54,12 @@ def _stamp(path: Path) -> str | None:
         return None
 
 
+def is_prepared_image(img: Image.Image) -> bool:
+    """Whether a decoded image is one ``prepare`` wrote (its paper crop is done already): it
+    carries the inputs digest ``prepare`` stamps into every PNG and has the prepared size."""
+    return _DIGEST_KEY in img.info and img.size == (PREPARED_SIZE, PREPARED_SIZE)
+
+
 def _save_png(img: Image.Image, target: Path, digest: str) -> None:
     info = PngImagePlugin.PngInfo()
     info.add_text(_DIGEST_KEY, digest)

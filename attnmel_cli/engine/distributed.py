@@ -243,13 +243,13 @@ def process_group(device_name: str = "auto") -> Iterator[tuple[Dist, torch.devic
 
 
 def make_sampler(
-    d: Dist, labels: Sequence[int], factor: int, seed: int, batch_size: int
+    d: Dist, labels: Sequence[int], factor: int, seed: int, batch_size: int, passes: int = 1
 ) -> OversamplingSampler:
     """The training sampler: the whole epoch, or this rank's share of it (global ``batch_size``)."""
     if not d.enabled:
-        return OversamplingSampler(labels, factor, seed)
+        return OversamplingSampler(labels, factor, seed, passes)
     return ShardedOversamplingSampler(
-        labels, factor, seed, rank=d.rank, world=d.world, batch_size=batch_size
+        labels, factor, seed, passes, rank=d.rank, world=d.world, batch_size=batch_size
     )
 
 

@@ -11,8 +11,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from attnmel_cli.config import TrainConfig
+from attnmel_cli.config import PreprocessConfig, TrainConfig
 from attnmel_cli.data.manifest import Row
+from attnmel_cli.data.transforms import normalize
 from attnmel_cli.engine.distributed import SINGLE, Dist
 from attnmel_cli.engine.inference import score_paths
 from attnmel_cli.engine.optim import Optimisation
@@ -33,13 +34,12 @@ class Step:
     opt: Optimisation
     config: TrainConfig
     device: torch.device
-    mean: Tensor  # (1, 3, 1, 1) on the device
-    std: Tensor
+    pre: PreprocessConfig  # the checkpoint's: mean and std normalise the batches
     amp_dtype: torch.dtype | None
 
     def normalise(self, images: Tensor) -> Tensor:
         """uint8 images (N, 3, S, S) on the device → the network's normalised float input."""
-        x = (images.float() / 255.0 - self.mean) / self.std
+        x = normalize(images, self.pre.mean, self.pre.std)
         if self.device.type in CHANNELS_LAST_DEVICES:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
@@ -59,6 +59,8 @@ class Step:
         self.opt.scaler.scale(terms.total).backward()
         self.opt.scaler.step(self.opt.optimizer)
         self.opt.scaler.update()
+        if self.opt.per_step:
+            self.opt.scheduler.step()
         parts = torch.stack([terms.total, terms.focal, terms.dice3, terms.dice4])
         return parts.detach() * len(labels)  # no host sync: read once per epoch
 
@@ -86,8 +88,11 @@ def validate(
     """Validation focal loss, AP and AUC (scikit-learn's, paper §3.1) as ``predict`` scores.
 
     Under torchrun each rank scores a contiguous block of the split (with rank 0's weights and
-    batch-norm statistics) and every rank gets all the probabilities, in order.
+    batch-norm statistics) and every rank gets all the probabilities, in order. No rows (a run
+    on ``--train-splits train,val``): every figure is NaN.
     """
+    if not rows:
+        return {"val_loss": math.nan, "val_ap": math.nan, "val_auc": math.nan}
     lo, hi = dist.bounds(len(rows))
     paths = [config.data / r.image for r in rows[lo:hi]]
     local: list[tuple[float, str | None]] = [

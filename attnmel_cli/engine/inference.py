@@ -18,6 +18,8 @@ from torch.utils.data import DataLoader, Dataset
 from attnmel_cli.config import PREPARED_SIZE, default_workers
 from attnmel_cli.data.decode import DEFAULT_MAX_PIXELS, load_photo
 from attnmel_cli.data.transforms import photo_to_input, prepared_to_input
+from attnmel_cli.data.writer import is_prepared_image
+from attnmel_cli.engine.tta import tta_forward
 from attnmel_cli.errors import AttnMelError, InputError
 from attnmel_cli.io.checkpoint import CheckpointMeta, load_checkpoint
 from attnmel_cli.models.attnmel import AttnMelNet
@@ -54,7 +56,12 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 class ImageFiles(Dataset):
-    """Paths → (index, input tensor (3, S, S) or None, error message or None)."""
+    """Paths → (index, input tensor (3, S, S) or None, error message or None).
+
+    ``prepared``: every path is a prepared 256×256 image; otherwise each file is checked, and
+    one that ``prepare`` wrote (:func:`attnmel_cli.data.writer.is_prepared_image`) skips the
+    paper crop, which it has had already.
+    """
 
     def __init__(
         self,
@@ -74,8 +81,9 @@ class ImageFiles(Dataset):
         path = self.paths[index]
         try:
             img = load_photo(path, max_pixels=self.max_pixels, draft_min_side=PREPARED_SIZE)
-            to_input = prepared_to_input if self.prepared else photo_to_input
-            return index, to_input(img, self.meta.image_size, self.meta.mean, self.meta.std), None
+            prepared = self.prepared or is_prepared_image(img)
+            to_input = prepared_to_input if prepared else photo_to_input
+            return index, to_input(img, self.meta.preprocess), None
         except InputError as exc:
             return index, None, str(exc)
 
@@ -96,16 +104,22 @@ def forward_batch(
     *,
     keep_maps: bool = False,
     amp: bool = False,
+    tta: bool = False,
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Inputs (N, 3, S, S) → melanoma probabilities (N,) and, with ``keep_maps``, each map as
     (N, h, w) float32, both on the host. The network step of :func:`score_paths` (also timed on
     its own by ``bench/bench_predict.py``); call it under ``torch.inference_mode()``.
     ``amp``: bf16 autocast on CUDA (faster; rounds the logits, so scores may tie).
+    ``tta``: average over the 8 flips/rotations (:func:`attnmel_cli.engine.tta.tta_forward`).
     """
     batch = batch.to(device, non_blocking=True)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
-        logits, maps = model(batch)
-    probs = torch.softmax(logits.float(), dim=1)[:, 1].cpu().numpy()
+        if tta:
+            class_probs, maps = tta_forward(model, batch)
+        else:
+            logits, maps = model(batch)
+            class_probs = torch.softmax(logits.float(), dim=1)
+    probs = class_probs[:, 1].cpu().numpy()
     host_maps = {k: v.float()[:, 0].cpu().numpy() for k, v in maps.items()} if keep_maps else {}
     return probs, host_maps
 
@@ -122,12 +136,13 @@ def score_paths(
     prepared: bool = False,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     amp: bool = False,
+    tta: bool = False,
 ) -> Iterator[Scored]:
     """Score ``paths`` with ``model`` (eval mode, on ``device``); yield results in input order.
 
     ``prepared``: the inputs are prepared 256×256 images (skip the paper crop).
     ``keep_maps``: attach the attention maps (or CAM) of each image, as float32 arrays.
-    ``amp``: bf16 autocast on CUDA.
+    ``amp``: bf16 autocast on CUDA. ``tta``: average the 8 flips/rotations (8× the work).
     """
     workers = default_workers() if workers is None else workers
     loader = DataLoader(
@@ -146,7 +161,8 @@ def score_paths(
                 i: Scored(i, str(paths[i]), error=e) for i, e in zip(bad_idx, errors, strict=True)
             }
             if batch is not None:
-                probs, host_maps = forward_batch(model, batch, device, keep_maps=keep_maps, amp=amp)
+                probs, host_maps = forward_batch(model, batch, device, keep_maps=keep_maps, amp=amp,
+                                                 tta=tta)
                 for j, i in enumerate(ok_idx):
                     results[i] = Scored(
                         i, str(paths[i]), float(probs[j]), {k: v[j] for k, v in host_maps.items()}
@@ -201,11 +217,12 @@ class Session:
         prepared: bool = False,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         amp: bool = False,
+        tta: bool = False,
     ) -> Iterator[Scored]:
         """:func:`attnmel_cli.engine.inference.score_paths` with this session's model (``amp``: bf16
-        autocast on CUDA)."""
+        autocast on CUDA; ``tta``: average the 8 flips/rotations)."""
         return score_paths(
             self.model, self.meta, paths, device=self.device, batch_size=batch_size,
             workers=workers, keep_maps=keep_maps, prepared=prepared, max_pixels=max_pixels,
-            amp=amp,
+            amp=amp, tta=tta,
         )

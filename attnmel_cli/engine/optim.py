@@ -1,5 +1,6 @@
-"""The optimiser of the paper's recipe (§3.1): SGD with Nesterov momentum, the step schedule of
-the learning rate, and mixed precision on CUDA (with a loss scaler for float16 only)."""
+"""The optimiser: the paper's SGD with Nesterov momentum and step schedule (§3.1), or AdamW with a
+one-cycle schedule (the fine-tuning recipe of the pretrained EfficientNet-Lite default model);
+mixed precision on CUDA (with a loss scaler for float16 only)."""
 
 from __future__ import annotations
 
@@ -19,23 +20,44 @@ def amp_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("step", "onecycle")
+
+
 @dataclass
 class Optimisation:
-    """SGD with Nesterov momentum, the step schedule and (float16 only) the loss scaler."""
+    """Optimiser, learning-rate schedule and (float16 only) the loss scaler.
 
-    optimizer: torch.optim.SGD
-    scheduler: torch.optim.lr_scheduler.StepLR
+    ``per_step``: the schedule advances after every optimisation step (onecycle), otherwise
+    after every epoch (step: divide by ``lr_decay`` every ``lr_step`` epochs).
+    """
+
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
+    per_step: bool = False
 
     @classmethod
-    def build(cls, model: AttnMelNet, config: TrainConfig, device: torch.device) -> Optimisation:
-        optimizer = torch.optim.SGD(
-            model.parameters(), lr=config.lr, momentum=config.momentum,
-            nesterov=config.nesterov, weight_decay=config.weight_decay,
-        )
-        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, config.lr_step, config.lr_decay)
+    def build(
+        cls, model: AttnMelNet, config: TrainConfig, device: torch.device, steps_per_epoch: int
+    ) -> Optimisation:
+        if config.optimizer == "adamw":
+            optimizer: torch.optim.Optimizer = torch.optim.AdamW(
+                model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        else:
+            optimizer = torch.optim.SGD(
+                model.parameters(), lr=config.lr, momentum=config.momentum,
+                nesterov=config.nesterov, weight_decay=config.weight_decay,
+            )
+        scheduler: torch.optim.lr_scheduler.LRScheduler
+        if config.schedule == "onecycle":  # warm-up over 30 % of the steps, then cosine to ~0
+            scheduler = torch.optim.lr_scheduler.OneCycleLR(
+                optimizer, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch)
+        else:
+            scheduler = torch.optim.lr_scheduler.StepLR(optimizer, config.lr_step, config.lr_decay)
         fp16 = amp_dtype(config, device) == torch.float16
-        return cls(optimizer, scheduler, torch.amp.GradScaler(device.type, enabled=fp16))
+        return cls(optimizer, scheduler, torch.amp.GradScaler(device.type, enabled=fp16),
+                   per_step=config.schedule == "onecycle")
 
     def load(self, state: RunState) -> None:
         """Continue from ``state`` (buffers move to the parameters' device)."""

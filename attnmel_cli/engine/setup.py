@@ -9,15 +9,22 @@ import logging
 import os
 import time
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import torch
 
 from attnmel_cli.config import TrainConfig
-from attnmel_cli.data.manifest import MANIFEST_NAME, Row, read_manifest
+from attnmel_cli.data.folds import fold_split
+from attnmel_cli.data.manifest import MANIFEST_NAME, SPLITS, Row, read_manifest
 from attnmel_cli.data.train_set import ROIS, TrainSet, physical_memory, roi_known, roi_path
+from attnmel_cli.engine.normalize import parse_normalize
+from attnmel_cli.engine.optim import OPTIMIZERS, SCHEDULES
 from attnmel_cli.errors import AttnMelError, DataError
+from attnmel_cli.io.checkpoint import CheckpointMeta, read_metadata, read_tensors
 from attnmel_cli.io.run_state import RunState
 from attnmel_cli.models.attnmel import ARCHS, check_image_size
+from attnmel_cli.models.backbones.base import check_backbone_name
+from attnmel_cli.models.registry import parse_strides
 
 log = logging.getLogger("attnmel")
 
@@ -46,9 +53,19 @@ def check_config(config: TrainConfig) -> None:
         problems.append(f"unknown roi {config.roi!r} (choose {', '.join(ROIS)})")
     elif config.roi != "none" and config.arch != "attnmel":
         problems.append(f"--roi {config.roi} regularises attention maps: it needs --arch attnmel")
-    for name in ("epochs", "batch_size", "oversample", "lr_step"):
+    for name in ("epochs", "batch_size", "oversample", "lr_step", "passes_per_epoch"):
         if getattr(config, name) < 1:
             problems.append(f"{name} must be ≥ 1")
+    if config.optimizer not in OPTIMIZERS:
+        problems.append(f"unknown optimizer {config.optimizer!r} (choose {', '.join(OPTIMIZERS)})")
+    if config.schedule not in SCHEDULES:
+        problems.append(f"unknown schedule {config.schedule!r} (choose {', '.join(SCHEDULES)})")
+    if config.folds and not 0 <= config.fold < config.folds:
+        problems.append(f"--fold must be between 0 and {config.folds - 1}")
+    if config.folds == 1:
+        problems.append("--folds must be at least 2 (0: no cross-validation)")
+    if config.resume and config.init is not None:
+        problems.append("--resume continues a run and --init starts one: pass one")
     if not 0 <= config.average_last <= config.epochs:
         problems.append(f"average_last must be between 0 and epochs ({config.epochs})")
     if not config.lr > 0:
@@ -58,17 +75,34 @@ def check_config(config: TrainConfig) -> None:
     if problems:
         raise AttnMelError("; ".join(problems))
     check_image_size(config.image_size)
+    check_backbone_name(config.backbone)
+    parse_strides(config.strides)
+    parse_normalize(config.normalize)
+
+
+def split_rows(config: TrainConfig, rows: Sequence[Row]) -> tuple[list[Row], list[Row]]:
+    """(training rows, validation rows): fold ``fold`` of ``folds`` held out of train + val,
+    or the splits named by ``train_splits`` against the val split (none when val is trained on).
+    """
+    if config.folds:
+        return fold_split(rows, config.folds, config.fold, config.seed)
+    splits = set(config.train_splits.split(","))
+    unknown = splits - set(SPLITS)
+    if unknown:
+        raise DataError(f"--train-splits: unknown split {sorted(unknown)[0]!r} (choose from "
+                        f"{', '.join(SPLITS)})")
+    return ([r for r in rows if r.split in splits],
+            [r for r in rows if r.split == "val" and "val" not in splits])
 
 
 def load_data(config: TrainConfig) -> tuple[list[Row], list[Row], str]:
     """Train and validation rows of the prepared dir, checked for this run, and its fingerprint."""
     rows = read_manifest(config.data)
-    train_rows = [r for r in rows if r.split == "train"]
-    val_rows = [r for r in rows if r.split == "val"]
+    train_rows, val_rows = split_rows(config, rows)
     where = config.data / MANIFEST_NAME
     if not train_rows:
-        raise DataError(f"{where}: no training images (split 'train')")
-    if {r.label for r in val_rows} != {0, 1}:
+        raise DataError(f"{where}: no training images (split {config.train_splits!r})")
+    if val_rows and {r.label for r in val_rows} != {0, 1}:
         raise DataError(
             f"{where}: the validation split needs melanoma and non-melanoma images (has "
             f"{sum(r.label for r in val_rows)} of {len(val_rows)} melanoma); the best epoch is "
@@ -142,3 +176,22 @@ def cache_images(dataset: TrainSet, processes: int = 1) -> None:
     dataset.cache(threads=max(1, (os.cpu_count() or 1) // processes))
     log.info("decoded %d training images into RAM (%.0f MiB) in %.1f s",
              len(dataset), mib, time.perf_counter() - t0)
+
+
+def init_from(model: torch.nn.Module, meta: CheckpointMeta, path: Path) -> None:
+    """Load the weights of the attnmel checkpoint ``path`` into ``model`` (``--init``): its arch,
+    backbone, width and strides must be the run's; the preprocessing is the run's own."""
+    source = read_metadata(path)
+    mine = (meta.arch, meta.backbone, meta.width, tuple(meta.strides))
+    theirs = (source.arch, source.backbone, source.width, tuple(source.strides))
+    if mine != theirs:
+        raise AttnMelError(
+            f"{path}: --init needs a checkpoint of the same model (arch, backbone, width, "
+            f"strides): it has {theirs}, the run {mine}"
+        )
+    if (source.mean, source.std) != (meta.mean, meta.std):
+        log.warning("%s: trained with mean %s std %s; this run normalises with mean %s std %s",
+                    path, source.mean, source.std, meta.mean, meta.std)
+    tensors, _ = read_tensors(path)
+    model.load_state_dict(tensors, strict=True)
+    log.info("initialised from %s", path)

@@ -32,12 +32,14 @@ from attnmel_cli.data.train_set import TrainSet
 from attnmel_cli.engine.averaging import average_last
 from attnmel_cli.engine.distributed import SINGLE, Dist, make_sampler, process_group
 from attnmel_cli.engine.epoch import CHANNELS_LAST_DEVICES, Step, train_epoch, validate
+from attnmel_cli.engine.normalize import normalization
 from attnmel_cli.engine.optim import Optimisation, amp_dtype
 from attnmel_cli.engine.setup import (
     cache_images,
     check_config,
     check_resumable,
     determinism,
+    init_from,
     load_data,
 )
 from attnmel_cli.errors import AttnMelError
@@ -45,7 +47,7 @@ from attnmel_cli.io.checkpoint import CheckpointMeta
 from attnmel_cli.io.run_dir import STATE, claim_run_dir, last_weights, save_epoch
 from attnmel_cli.io.run_state import RunState, capture_rng, load_run_state, restore_rng
 from attnmel_cli.models.attnmel import AttnMelNet
-from attnmel_cli.models.registry import build_model
+from attnmel_cli.models.registry import build_model, parse_strides
 
 log = logging.getLogger("attnmel")
 
@@ -112,22 +114,26 @@ class _Standing:
 
 
 def _build(
-    config: TrainConfig, fingerprint: str, state: RunState | None, device: torch.device,
-    dist: Dist,
+    config: TrainConfig, train_rows: list[Row], fingerprint: str, state: RunState | None,
+    device: torch.device, dist: Dist,
 ) -> tuple[AttnMelNet, CheckpointMeta]:
     """The model (ImageNet-initialised, or the interrupted run's weights) and its metadata."""
+    fresh = state is None and dist.is_main and config.init is None
     model = build_model(  # under torchrun the other ranks get rank 0's weights from DDP
-        config.arch, config.backbone, config.width,
-        pretrained=config.pretrained and state is None and dist.is_main,
-        weights_file=config.pretrained_weights if state is None and dist.is_main else None,
+        config.arch, config.backbone, config.width, strides=parse_strides(config.strides),
+        pretrained=config.pretrained and fresh,
+        weights_file=config.pretrained_weights if fresh else None,
     )
+    mean, std = dist.on_main(lambda: normalization(config, train_rows))
     meta = CheckpointMeta(
         arch=config.arch, backbone=config.backbone, width=config.width,
-        image_size=config.image_size, train_config=config.as_record(),
-        data_fingerprint=fingerprint,
+        image_size=config.image_size, mean=mean, std=std, strides=model.strides,
+        train_config=config.as_record(), data_fingerprint=fingerprint,
     )
     if state is not None and dist.is_main:
         model.load_state_dict(last_weights(config.out, state.epoch), strict=True)
+    elif config.init is not None and dist.is_main:
+        init_from(model, meta, config.init)
     model.to(device)
     if device.type in CHANNELS_LAST_DEVICES:
         model.to(memory_format=torch.channels_last)
@@ -139,7 +145,7 @@ def _loader(
 ) -> tuple[OversamplingSampler, DataLoader]:
     """The oversampling sampler (this rank's share of it) and the training DataLoader."""
     sampler = make_sampler(dist, [r.label for r in train_rows], config.oversample, config.seed,
-                           config.batch_size)
+                           config.batch_size, config.passes_per_epoch)
     dataset = TrainSet(config.data, train_rows, config.image_size, config.roi)
     if config.cache_images:
         cache_images(dataset, dist.local_world)
@@ -185,7 +191,8 @@ class _Loop:
         sums, seen = train_epoch(self.trained, self.loader, self.step, self.device, self.dist,
                                  lambda: bar.advance(task))
         run.samples_per_s = seen / (time.perf_counter() - t0)
-        self.opt.scheduler.step()
+        if not self.opt.per_step:
+            self.opt.scheduler.step()
         losses = (sums / max(seen, 1)).tolist()
         if not all(map(math.isfinite, losses)):
             raise AttnMelError(
@@ -200,7 +207,8 @@ class _Loop:
             "train_dice3": losses[2], "train_dice4": losses[3], "lr": lr, **val,
             "seconds": time.perf_counter() - t0,
         })
-        is_best = val["val_auc"] > run.best_auc  # best by validation AUC (§3.1)
+        # best by validation AUC (§3.1); without a validation split, the last epoch
+        is_best = val["val_auc"] > run.best_auc or not self.val_rows
         if is_best:
             run.best_auc, run.best_epoch = val["val_auc"], epoch + 1
         if self.dist.is_main:  # the only rank that writes the run dir
@@ -229,24 +237,19 @@ def _run(
     fingerprint: str, state: RunState | None, console: Console | None, dist: Dist = SINGLE,
 ) -> TrainResult:
     """Build everything (from ``state`` when resuming) and run the remaining epochs."""
-    model, meta = _build(config, fingerprint, state, device, dist)
+    model, meta = _build(config, train_rows, fingerprint, state, device, dist)
     trained = dist.wrap(model, device, sync_bn=config.sync_bn)  # DDP, or model itself
-    opt = Optimisation.build(model, config, device)
+    workers = (default_train_workers(dist.local_world) if config.workers is None
+               else config.workers)
+    sampler, loader = _loader(config, train_rows, device, workers, dist)
+    opt = Optimisation.build(model, config, device, steps_per_epoch=len(loader))
     run = _Standing()
     if state is not None:
         opt.load(state)
         run = _Standing(state.epoch, state.best_auc, state.best_epoch, state.history)
         restore_rng(state.rng)  # after building the model, whose initialisation draws numbers
         log.info("resuming %s after epoch %d of %d", config.out, run.start, config.epochs)
-    workers = (default_train_workers(dist.local_world) if config.workers is None
-               else config.workers)
-    sampler, loader = _loader(config, train_rows, device, workers, dist)
-    step = Step(
-        trained, opt, config, device,
-        torch.tensor(meta.mean, device=device).view(1, 3, 1, 1),
-        torch.tensor(meta.std, device=device).view(1, 3, 1, 1),
-        amp_dtype(config, device),
-    )
+    step = Step(trained, opt, config, device, meta.preprocess, amp_dtype(config, device))
     loop = _Loop(config, model, trained, meta, opt, sampler, loader, step, val_rows, device,
                  workers, fingerprint, dist, run)
     epoch = run.start

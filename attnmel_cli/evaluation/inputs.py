@@ -6,14 +6,32 @@ from __future__ import annotations
 from pathlib import Path
 
 from attnmel_cli.data.checks import match_files
-from attnmel_cli.data.manifest import MANIFEST_NAME, Problems, read_manifest
+from attnmel_cli.data.manifest import MANIFEST_NAME, SPLITS, Problems, read_manifest
 from attnmel_cli.data.sources import read_source
 from attnmel_cli.errors import DataError
 from attnmel_cli.evaluation.results import EvalData, Item
 
 
-def load_data(data: Path, split: str, dataset: str = "auto") -> EvalData:
-    """The labelled ``split`` images of ``data``, with their lesion masks where there are any.
+def default_split(present: set[str]) -> str:
+    """The split ``evaluate`` takes without ``--split``: test when there is one, else val."""
+    return "test" if "test" in present or "val" not in present else "val"
+
+
+def _pick(source: Path, split: str | None, present: set[str]) -> str:
+    """``split`` (or the default one), refused when the data does not have it."""
+    chosen = split or default_split(present)
+    if chosen not in SPLITS:
+        raise DataError(f"unknown split {chosen!r}; expected one of {', '.join(SPLITS)}")
+    if chosen not in present:
+        raise DataError(
+            f"{source}: no {chosen!r} images (splits present: {', '.join(sorted(present))})"
+        )
+    return chosen
+
+
+def load_data(data: Path, split: str | None, dataset: str = "auto") -> EvalData:
+    """The labelled ``split`` images of ``data``, with their lesion masks where there are any
+    (``split`` None: :func:`default_split`).
 
     ``data`` is a prepared dir (``manifest.csv``) or a source never prepared: an ISIC download or
     a generic layout (class folders, or a CSV of image,label), read and matched as ``prepare``
@@ -21,18 +39,14 @@ def load_data(data: Path, split: str, dataset: str = "auto") -> EvalData:
     A source whose labels name no split at all is evaluated whole.
     """
     if (data / MANIFEST_NAME).is_file():
-        rows = read_manifest(data, split)
-        if not rows:
-            present = sorted({r.split for r in read_manifest(data)})
-            raise DataError(
-                f"{data / MANIFEST_NAME}: no {split!r} images "
-                f"(splits present: {', '.join(present)})"
-            )
+        rows = read_manifest(data)
+        split = _pick(data / MANIFEST_NAME, split, {r.split for r in rows})
         items = [
             Item(
                 r.image_id, data / r.image, r.label, data / r.lesion_mask if r.lesion_mask else None
             )
             for r in rows
+            if r.split == split
         ]
         return EvalData(data, split, items, prepared=True)
     problems = Problems(str(data))
@@ -40,11 +54,8 @@ def load_data(data: Path, split: str, dataset: str = "auto") -> EvalData:
     problems.raise_if_any()
     splits = {j.split for j in jobs if j.split}
     if splits:
+        split = _pick(data, split, splits)
         jobs = [j for j in jobs if j.split == split]
-        if not jobs:
-            raise DataError(
-                f"{data}: no {split!r} images (splits present: {', '.join(sorted(splits))})"
-            )
     items = [Item(j.image_id, j.image, j.label, j.lesion) for j in jobs]
     return EvalData(data, split if splits else None, items, prepared=False)
 

@@ -7,24 +7,26 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from attnmel_cli.config import PREPARED_SIZE, resize_size
+from attnmel_cli.config import PreprocessConfig
 from attnmel_cli.data.decode import DECODE_ERRORS, DEFAULT_MAX_PIXELS, ORIENTATION_TRANSPOSE
 from attnmel_cli.data.transforms import centre_crop, paper_crop_box
+from attnmel_cli.data.writer import is_prepared_image
 from attnmel_cli.errors import InputError
 
 
 def load_mask(
-    path: Path, image_size: int, *, prepared: bool, photo: Path | None = None,
+    path: Path, pre: PreprocessConfig, *, prepared: bool, photo: Path | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> np.ndarray:
     """A lesion mask in the network input's frame (S×S, bool), with the image's own geometry.
 
-    A prepared mask (256×256, aligned with its image) is resized to R and centre-cropped to S as
-    the image is (``data.transforms.prepared_to_input``); a photo-sized mask first gets the photo's
-    EXIF orientation (as ``prepare`` does), then the paper crop. Nearest-neighbour throughout,
-    so the mask stays binary. With ``photo`` (its image), a mask that is not on the image's
-    pixel grid is refused (InputError), before the mask is decoded; so is a mask declaring more
-    than ``max_pixels``.
+    A prepared mask (256×256, aligned with its image: ``prepared``, or one ``prepare`` wrote, as
+    :func:`attnmel_cli.data.writer.is_prepared_image` tells) is resized to R and centre-cropped
+    to S as the image is (``data.transforms.prepared_to_input``); a photo-sized mask first gets
+    the photo's EXIF orientation (as ``prepare`` does), then the paper crop. Nearest-neighbour
+    throughout, so the mask stays binary. With ``photo`` (its image), a mask that is not on the
+    image's pixel grid is refused (InputError), before the mask is decoded; so is a mask
+    declaring more than ``max_pixels``.
     """
     orientation, stored = 1, None
     if photo is not None:
@@ -51,12 +53,12 @@ def load_mask(
         raise
     except DECODE_ERRORS as exc:
         raise InputError(f"{path}: cannot read lesion mask ({exc})") from None
-    if not prepared:
+    if not (prepared or is_prepared_image(mask)):  # a mask `prepare` wrote is cropped already
         if orientation in ORIENTATION_TRANSPOSE:
             mask = mask.transpose(ORIENTATION_TRANSPOSE[orientation])
-        box = paper_crop_box(*mask.size)
-        mask = mask.resize((PREPARED_SIZE, PREPARED_SIZE), Image.NEAREST, box=box)
-    r = resize_size(image_size)
+        box = paper_crop_box(*mask.size, pre.crop_fraction)
+        mask = mask.resize((pre.prepared_size, pre.prepared_size), Image.NEAREST, box=box)
+    r = pre.resize
     if mask.size != (r, r):
         mask = mask.resize((r, r), Image.NEAREST)
-    return np.asarray(centre_crop(mask, image_size)) > 127
+    return np.asarray(centre_crop(mask, pre.image_size)) > 127

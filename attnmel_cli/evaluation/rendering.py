@@ -16,7 +16,7 @@ from rich.table import Table
 from attnmel_cli.errors import AttnMelError
 from attnmel_cli.evaluation.plots import write_plots
 from attnmel_cli.evaluation.results import SPECIFICITIES, Evaluation, Scores
-from attnmel_cli.io.atomic import ensure_dir, write_text_atomic
+from attnmel_cli.io.atomic import ensure_dir, refuse_unless_forced, write_text_atomic
 
 OUTPUT_FILES = ("predictions.csv", "report.json", "roc.png", "pr.png", "reliability.png")
 
@@ -37,35 +37,62 @@ def report_json(report: dict[str, Any]) -> str:
     return json.dumps(_finite_or_none(report), indent=2, ensure_ascii=False) + "\n"
 
 
+def _maps(scores: Sequence[Scores]) -> list[str]:
+    """The maps with a Jaccard column, in order of first appearance."""
+    return list(dict.fromkeys(n for sc in scores for n in sc.jaccard))
+
+
+def prediction_records(scores: Sequence[Scores]) -> list[dict[str, Any]]:
+    """One record per image and checkpoint: ``image_id, label`` (ground truth), ``p_melanoma``,
+    ``checkpoint`` and ``jaccard_<map>`` per map (None where the image has no lesion mask)."""
+    maps = _maps(scores)
+    records = []
+    for sc in scores:
+        for i, image_id in enumerate(sc.ids):
+            jac = [float(sc.jaccard[n][i]) if n in sc.jaccard else math.nan for n in maps]
+            records.append({
+                "image_id": image_id, "label": int(sc.labels[i]),
+                "p_melanoma": float(sc.probs[i]), "checkpoint": sc.name,
+                **{f"jaccard_{n}": None if math.isnan(j) else j
+                   for n, j in zip(maps, jac, strict=True)},
+            })
+    return records
+
+
 def predictions_csv(scores: Sequence[Scores]) -> str:
-    """``image_id,label,p_melanoma,checkpoint`` + ``jaccard_<map>`` per map, one row per image.
+    """:func:`prediction_records` as CSV with a header (``predictions.csv``).
 
     Probabilities are written in full precision, so recomputing a metric from the file gives
     the report's value exactly.
     """
-    maps = list(dict.fromkeys(n for sc in scores for n in sc.jaccard))
     buf = io.StringIO(newline="")
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(
-        ["image_id", "label", "p_melanoma", "checkpoint", *(f"jaccard_{n}" for n in maps)]
-    )
-    for sc in scores:
-        for i, image_id in enumerate(sc.ids):
-            jac = [sc.jaccard[n][i] if n in sc.jaccard else math.nan for n in maps]
-            writer.writerow(
-                [image_id, int(sc.labels[i]), repr(float(sc.probs[i])), sc.name]
-                + ["" if math.isnan(j) else repr(float(j)) for j in jac]
-            )
+    writer.writerow(["image_id", "label", "p_melanoma", "checkpoint",
+                     *(f"jaccard_{n}" for n in _maps(scores))])
+    for rec in prediction_records(scores):
+        writer.writerow(
+            "" if v is None else repr(v) if isinstance(v, float) else v for v in rec.values()
+        )
     return buf.getvalue()
+
+
+def stdout_text(evaluation: Evaluation, fmt: str) -> str:
+    """``evaluate --format json|csv|jsonl``: the report as JSON, or the per-image records as
+    CSV or JSON lines."""
+    if fmt == "json":
+        return report_json(evaluation.report)
+    if fmt == "csv":
+        return predictions_csv(evaluation.scores)
+    records = prediction_records(evaluation.scores)
+    return "".join(json.dumps(rec, ensure_ascii=False) + "\n" for rec in records)
 
 
 def check_outputs(out: Path, *, overwrite: bool = False) -> None:
     """Refuse, before any work, an ``out`` that holds evaluate's files unless ``overwrite``."""
     if out.exists() and not out.is_dir():
         raise AttnMelError(f"{out}: exists and is not a folder")
-    existing = [f for f in OUTPUT_FILES if (out / f).exists()]
-    if existing and not overwrite:
-        raise AttnMelError(f"{out / existing[0]}: already exists; pass --force to overwrite it")
+    existing = (out / f for f in OUTPUT_FILES if (out / f).exists())
+    refuse_unless_forced(next(existing, None), force=overwrite)
     ensure_dir(out)  # fail now, not after scoring, where the folder cannot be written
 
 

@@ -142,8 +142,11 @@ def run_evaluation(
     advance: Advance | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     dist: Dist = SINGLE,
+    amp: bool = False,
+    tta: bool = False,
 ) -> Evaluation:
-    """Score ``data`` with each checkpoint (loaded one at a time) and build the report.
+    """Score ``data`` with each checkpoint (loaded one at a time) and build the report
+    (``amp``: bf16 autocast on CUDA; ``tta``: average the 8 flips/rotations).
 
     ``threshold=None`` picks each checkpoint's threshold on ``val_data`` by Youden's J.
     ``dist``: under torchrun the images are scored by all the ranks, and every rank builds the
@@ -164,13 +167,13 @@ def run_evaluation(
         session = Session.load(ckpt, device)
         sc = score(
             session, data, ckpt, name, batch_size=batch_size, workers=workers, advance=advance,
-            max_pixels=max_pixels, dist=dist,
+            max_pixels=max_pixels, dist=dist, amp=amp, tta=tta,
         )
         t, source = threshold, "given"
         if val_data is not None and t is None:
             val = score(
                 session, val_data, ckpt, name, batch_size=batch_size, workers=workers,
-                max_pixels=max_pixels, dist=dist,
+                max_pixels=max_pixels, dist=dist, amp=amp, tta=tta,
             )
             t = metrics.youden_threshold(val.labels, val.probs).threshold
             source = f"chosen on split {val_data.split!r} (Youden's J)"

@@ -28,8 +28,11 @@ def score(
     advance: Advance | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     dist: Dist = SINGLE,
+    amp: bool = False,
+    tta: bool = False,
 ) -> Scores:
-    """Score every image of ``data``; Table 3 Jaccard of each map where a lesion mask exists.
+    """Score every image of ``data``; Table 3 Jaccard of each map where a lesion mask exists
+    (``amp``: bf16 autocast on CUDA; ``tta``: the 8 flips/rotations averaged).
 
     Under torchrun (``dist``) each rank scores a contiguous block of the images and every rank
     gets all the results, in input order.
@@ -41,7 +44,8 @@ def score(
     local: list[tuple[Item, str, float | None, dict[str, float], str | None]] = []
     for s in session.score(
         [str(it.path) for it in items], batch_size=batch_size, workers=workers,
-        keep_maps=bool(names), prepared=data.prepared, max_pixels=max_pixels,
+        keep_maps=bool(names), prepared=data.prepared, max_pixels=max_pixels, amp=amp,
+        tta=tta,
     ):
         item = items[s.index]
         try:
@@ -49,7 +53,7 @@ def score(
                 raise InputError(s.error)
             mask = (
                 load_mask(
-                    item.lesion_mask, session.meta.image_size, prepared=data.prepared,
+                    item.lesion_mask, session.meta.preprocess, prepared=data.prepared,
                     photo=item.path, max_pixels=max_pixels,
                 )
                 if names and item.lesion_mask

@@ -11,6 +11,20 @@ from pathlib import Path
 from attnmel_cli.errors import AttnMelError
 
 
+def refuse_unless_forced(
+    found: Path | None,
+    *,
+    force: bool,
+    what: str = "already exists",
+    hint: str = "pass --force to overwrite it",
+    error: type[AttnMelError] = AttnMelError,
+) -> None:
+    """The one rule for outputs already there: ``found`` (what is in the way, or None) is refused
+    with "FOUND: WHAT; HINT" unless ``force`` (every command's ``--force``)."""
+    if found is not None and not force:
+        raise error(f"{found}: {what}; {hint}")
+
+
 def ensure_dir(folder: str | Path) -> Path:
     """Create the output folder ``folder`` (and its parents) before any work, or raise an
     AttnMelError saying why it cannot be written (a path under a file, no permission…)."""
@@ -33,8 +47,7 @@ def atomic_path(target: str | Path, *, overwrite: bool = True) -> Iterator[Path]
     With ``overwrite=False`` an existing ``target`` is refused before anything is written.
     """
     target = Path(target)
-    if not overwrite and target.exists():
-        raise AttnMelError(f"{target}: already exists; pass --force to overwrite it")
+    refuse_unless_forced(target if target.exists() else None, force=overwrite)
     folder = target.parent if str(target.parent) else Path(".")
     try:
         folder.mkdir(parents=True, exist_ok=True)

@@ -1,9 +1,12 @@
 """Checkpoint I/O: one ``.safetensors`` file, JSON metadata in its header; never unpickles.
 
 Header metadata (string → string, per the safetensors format): ``format``, ``format_version``,
-``arch``, ``backbone``, ``width``, ``image_size``, ``classes``, ``mean``, ``std``,
-``preprocessing``, ``train_config``, ``metrics``, ``data_fingerprint``, ``attnmel_version``;
-non-string values are JSON-encoded. Loading validates the metadata, builds the model from it and
+``arch``, ``backbone``, ``strides`` (the backbone's three feature strides: the first two carry
+the attention gates; absent before 0.2 and then (8, 16, 32)), ``width``, ``image_size``,
+``classes``, ``mean``, ``std``, ``preprocessing`` (crop fraction, prepared size, resize, input
+size, interpolation: authoritative on load), ``train_config`` (no absolute paths), ``metrics``,
+``data_fingerprint``, ``attnmel_version``; non-string values are JSON-encoded. Loading validates
+the metadata, builds the model from it (:func:`attnmel_cli.models.registry.model_from_meta`) and
 loads the tensors strictly.
 """
 
@@ -21,10 +24,19 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from attnmel_cli import __version__
-from attnmel_cli.config import IMAGENET_MEAN, IMAGENET_STD, PreprocessConfig
-from attnmel_cli.errors import CheckpointError
+from attnmel_cli.config import (
+    CROP_FRACTION,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    INTERPOLATION,
+    PREPARED_SIZE,
+    PreprocessConfig,
+    resize_size,
+)
+from attnmel_cli.errors import AttnMelError, CheckpointError
 from attnmel_cli.io.atomic import atomic_path
-from attnmel_cli.models.attnmel import ARCHS, BACKBONES, CLASSES, AttnMelNet
+from attnmel_cli.models.attnmel import ARCHS, CLASSES, AttnMelNet
+from attnmel_cli.models.backbones.base import DEFAULT_STRIDES, check_backbone_name
 from attnmel_cli.models.registry import model_from_meta
 
 FORMAT = "attnmel-checkpoint"
@@ -47,11 +59,24 @@ class CheckpointMeta:
     metrics: dict[str, Any] = field(default_factory=dict)
     data_fingerprint: str = ""
     attnmel_version: str = __version__
+    strides: tuple[int, int, int] = DEFAULT_STRIDES
+    resize: int = 0  # 0: the paper's ratio, round(image_size·256/224)
+    crop_fraction: float = CROP_FRACTION
+    prepared_size: int = PREPARED_SIZE
+    interpolation: str = INTERPOLATION
+
+    def __post_init__(self) -> None:
+        if not self.resize:  # the paper's ratio, as every checkpoint before 0.2 had it
+            self.resize = resize_size(self.image_size)
 
     @property
     def preprocess(self) -> PreprocessConfig:
-        """The preprocessing this checkpoint's model expects."""
-        return PreprocessConfig(image_size=self.image_size, mean=self.mean, std=self.std)
+        """The preprocessing this checkpoint's model expects (what every command applies)."""
+        return PreprocessConfig(
+            image_size=self.image_size, mean=self.mean, std=self.std,
+            crop_fraction=self.crop_fraction, prepared_size=self.prepared_size,
+            resize=self.resize, interpolation=self.interpolation,
+        )
 
     @property
     def preprocessing(self) -> dict[str, object]:
@@ -64,6 +89,7 @@ class CheckpointMeta:
             "format_version": FORMAT_VERSION,
             "arch": self.arch,
             "backbone": self.backbone,
+            "strides": list(self.strides),
             "width": self.width,
             "image_size": self.image_size,
             "classes": list(self.classes),
@@ -100,8 +126,10 @@ class CheckpointMeta:
                 metrics=json.loads(header.get("metrics", "{}")),
                 data_fingerprint=header.get("data_fingerprint", ""),
                 attnmel_version=header.get("attnmel_version", "unknown"),
+                strides=tuple(int(v) for v in json.loads(header.get("strides", "[8, 16, 32]"))),
+                **_preprocessing_fields(header),
             )
-        except (KeyError, ValueError, TypeError) as exc:
+        except (KeyError, ValueError, TypeError, AttributeError) as exc:
             raise CheckpointError(
                 f"{path}: invalid attnmel checkpoint metadata ({exc!r})"
             ) from None
@@ -110,22 +138,54 @@ class CheckpointMeta:
                 f"{path}: checkpoint format {version} is newer than this attnmel supports "
                 f"({FORMAT_VERSION}); upgrade attnmel"
             )
-        problems = []
-        if meta.arch not in ARCHS:
-            problems.append(f"unknown arch {meta.arch!r}")
-        if meta.backbone not in BACKBONES:
-            problems.append(f"unknown backbone {meta.backbone!r}")
-        if not 0 < meta.width <= 1:
-            problems.append(f"width {meta.width} outside (0, 1]")
-        if meta.image_size < 32 or meta.image_size % 32:
-            problems.append(f"image_size {meta.image_size} not a multiple of 32")
-        if len(meta.classes) != len(CLASSES) or len(meta.mean) != 3 or len(meta.std) != 3:
-            problems.append("classes/mean/std of the wrong length")
+        problems = _problems(meta)
+        pre_size = json.loads(header.get("preprocessing", "{}")).get("image_size", meta.image_size)
+        if int(pre_size) != meta.image_size:
+            problems.append(f"preprocessing image_size {pre_size} ≠ image_size {meta.image_size}")
         if problems:
             raise CheckpointError(
                 f"{path}: invalid attnmel checkpoint metadata: {'; '.join(problems)}"
             )
         return meta
+
+
+def _preprocessing_fields(header: dict[str, str]) -> dict[str, Any]:
+    """The ``preprocessing`` header as CheckpointMeta fields (absent: the paper's defaults)."""
+    if "preprocessing" not in header:
+        return {}
+    pre = json.loads(header["preprocessing"])
+    return {
+        "resize": int(pre.get("resize", 0)),
+        "crop_fraction": float(pre.get("crop_fraction", CROP_FRACTION)),
+        "prepared_size": int(pre.get("prepared_size", PREPARED_SIZE)),
+        "interpolation": str(pre.get("interpolation", INTERPOLATION)),
+    }
+
+
+def _problems(meta: CheckpointMeta) -> list[str]:
+    """What is wrong with validly typed metadata (empty: nothing)."""
+    problems = []
+    if meta.arch not in ARCHS:
+        problems.append(f"unknown arch {meta.arch!r}")
+    try:
+        check_backbone_name(meta.backbone)
+    except AttnMelError:
+        problems.append(f"unknown backbone {meta.backbone!r}")
+    if len(meta.strides) != 3 or list(meta.strides) != sorted(set(meta.strides)):
+        problems.append(f"strides {list(meta.strides)} are not three increasing strides")
+    if not 0 < meta.crop_fraction <= 1:
+        problems.append(f"crop_fraction {meta.crop_fraction} outside (0, 1]")
+    if meta.interpolation != INTERPOLATION:
+        problems.append(f"interpolation {meta.interpolation!r} unsupported (only bilinear)")
+    if meta.resize and meta.resize < meta.image_size:
+        problems.append(f"resize {meta.resize} smaller than image_size {meta.image_size}")
+    if not 0 < meta.width <= 1:
+        problems.append(f"width {meta.width} outside (0, 1]")
+    if meta.image_size < 32 or meta.image_size % 32:
+        problems.append(f"image_size {meta.image_size} not a multiple of 32")
+    if len(meta.classes) != len(CLASSES) or len(meta.mean) != 3 or len(meta.std) != 3:
+        problems.append("classes/mean/std of the wrong length")
+    return problems
 
 
 def _describe_non_safetensors(path: Path) -> str:
@@ -224,11 +284,23 @@ DEFAULT_CHECKPOINT_ENV = "ATTNMEL_CHECKPOINT"
 
 
 def default_checkpoint() -> Path:
-    """``$ATTNMEL_CHECKPOINT``, else the default model in the project's ``weights/`` folder."""
+    """``$ATTNMEL_CHECKPOINT``, else the default model: in the source tree's ``weights/`` (a
+    checkout or an editable install), else where ``pip install`` put the package's data files,
+    ``share/attnmel/weights/`` under the install scheme's data path (the environment's prefix,
+    or the user base for ``--user``). When none holds it, the environment's place is returned.
+    """
+    import sysconfig
+
     env = os.environ.get(DEFAULT_CHECKPOINT_ENV)
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[2] / "weights" / DEFAULT_CHECKPOINT_NAME
+    installed = [
+        Path(sysconfig.get_path("data", scheme)) / "share" / "attnmel" / "weights"
+        for scheme in (sysconfig.get_default_scheme(), sysconfig.get_preferred_scheme("user"))
+    ]
+    folders = [Path(__file__).resolve().parents[2] / "weights", *installed]
+    found = (f / DEFAULT_CHECKPOINT_NAME for f in folders)
+    return next((p for p in found if p.is_file()), installed[0] / DEFAULT_CHECKPOINT_NAME)
 
 
 def resolve_checkpoint(path: str | Path | None) -> Path:

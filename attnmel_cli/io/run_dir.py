@@ -26,7 +26,7 @@ except ImportError:  # Windows: no advisory locks
     fcntl = None  # type: ignore[assignment]
 
 from attnmel_cli.errors import AttnMelError
-from attnmel_cli.io.atomic import write_text_atomic
+from attnmel_cli.io.atomic import refuse_unless_forced, write_text_atomic
 from attnmel_cli.io.checkpoint import CheckpointMeta, read_tensors, save_checkpoint
 from attnmel_cli.io.run_state import RunState, load_state_weights, save_run_state
 from attnmel_cli.models.attnmel import AttnMelNet
@@ -91,11 +91,10 @@ def claim_run_dir(out: Path, *, resume: bool, force: bool) -> None:
         return
     present = [name for name in RUN_FILES if (out / name).exists()]
     present += sorted(p.name for p in out.glob(epoch_name(0).replace("000", "*")))
-    if present and not force:
-        raise AttnMelError(
-            f"{out}: already holds a run ({', '.join(present)}); pass --resume to continue it "
-            "or --force to start over"
-        )
+    refuse_unless_forced(
+        out if present else None, force=force, what=f"already holds a run ({', '.join(present)})",
+        hint="pass --resume to continue it or --force to start over",
+    )
     _lock(out)
     for name in present:
         (out / name).unlink()

@@ -11,6 +11,7 @@ import numpy as np
 
 from attnmel_cli.data.decode import DEFAULT_MAX_PIXELS, load_photo
 from attnmel_cli.data.transforms import network_box
+from attnmel_cli.data.writer import is_prepared_image
 from attnmel_cli.engine.inference import Scored, Session
 from attnmel_cli.errors import AttnMelError
 from attnmel_cli.io.atomic import atomic_path
@@ -36,7 +37,7 @@ def write_explanation(
 ) -> list[Path]:
     """``explain``'s files for one image: an overlay per map, the composite, the raw maps (.npz)."""
     photo = load_photo(scored.path, max_pixels=max_pixels, warn_frames=False)
-    box = network_box(*photo.size, meta.image_size)
+    box = network_box(*photo.size, meta.preprocess, prepared=is_prepared_image(photo))
     overlays, panel = explanation_images(photo, scored.maps, box)
     written = [
         save_image(img, out_dir / f"{stem}_{name}.png", overwrite=overwrite)
@@ -71,12 +72,16 @@ def explain_paths(
     workers: int | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     force: bool = False,
+    amp: bool = False,
+    tta: bool = False,
 ) -> Iterator[Explained]:
     """Score ``inputs`` with their maps and write each one's files into ``out``, in input order
-    (a stem seen before gets ``-2``, ``-3``…)."""
+    (a stem seen before gets ``-2``, ``-3``…; ``amp``: bf16 autocast on CUDA; ``tta``: maps and
+    probability averaged over the 8 flips/rotations, each map turned back first)."""
     taken: set[str] = set()
     for scored in session.score(
-        inputs, batch_size=batch_size, workers=workers, keep_maps=True, max_pixels=max_pixels
+        inputs, batch_size=batch_size, workers=workers, keep_maps=True, max_pixels=max_pixels,
+        amp=amp, tta=tta,
     ):
         if scored.error is not None:
             yield Explained(scored.path, scored.p_melanoma, None, scored.error)

@@ -16,9 +16,10 @@ from PIL import Image, ImageDraw, ImageFont
 
 from attnmel_cli.data.decode import DEFAULT_MAX_PIXELS, load_photo
 from attnmel_cli.data.transforms import network_box
+from attnmel_cli.data.writer import is_prepared_image
 from attnmel_cli.engine.inference import Scored, Session
 from attnmel_cli.errors import AttnMelError
-from attnmel_cli.io.atomic import atomic_path, ensure_dir
+from attnmel_cli.io.atomic import atomic_path, ensure_dir, refuse_unless_forced
 from attnmel_cli.io.checkpoint import CheckpointMeta
 
 MAP_LABELS = {"pool3": "pool-3 attention", "pool4": "pool-4 attention", "cam": "CAM (melanoma)"}
@@ -139,7 +140,7 @@ def write_overlay(
     if map_name not in scored.maps:
         raise AttnMelError(f"this checkpoint ({meta.arch}) has no {map_name} map")
     photo = load_photo(scored.path, max_pixels=max_pixels, warn_frames=False)
-    box = network_box(*photo.size, meta.image_size)
+    box = network_box(*photo.size, meta.preprocess, prepared=is_prepared_image(photo))
     overlays, _ = explanation_images(photo, {map_name: scored.maps[map_name]}, box)
     return save_image(overlays[map_name], target, overwrite=overwrite)
 
@@ -153,8 +154,8 @@ def check_overlay_options(
         raise AttnMelError(
             f"--overlay takes exactly one input image, got {len(inputs)}; use --overlay-dir"
         )
-    if overlay is not None and overlay.exists() and not force:
-        raise AttnMelError(f"{overlay}: already exists; pass --force to overwrite it")
+    refuse_unless_forced(overlay if overlay is not None and overlay.exists() else None,
+                         force=force)
     for folder in (overlay_dir, overlay.parent if overlay is not None else None):
         if folder is not None:
             ensure_dir(folder)

@@ -16,10 +16,10 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from attnmel_cli.data.decode import IMAGE_SUFFIXES
 from attnmel_cli.data.manifest import Problems
 from attnmel_cli.errors import DataError
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"})
 SPLIT_WORDS = {
     "train": "train",
     "training": "train",

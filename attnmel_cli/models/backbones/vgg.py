@@ -27,8 +27,8 @@ def _imagenet_weights(backbone: str) -> WeightsEnum:
     return {"vgg16_bn": VGG16_BN_Weights, "vgg16": VGG16_Weights}[backbone].IMAGENET1K_V1
 
 
-def vgg_features(cfg: list[int | str], batch_norm: bool) -> nn.Sequential:
-    """The VGG convolutional stack with torchvision's layer order, so its state-dict keys match."""
+def vgg_features(cfg: list[int | str], batch_norm: bool) -> list[nn.Module]:
+    """The VGG convolutional layers in torchvision's order, so state-dict keys match."""
     layers: list[nn.Module] = []
     in_channels = 3
     for c in cfg:
@@ -41,7 +41,38 @@ def vgg_features(cfg: list[int | str], batch_norm: bool) -> nn.Sequential:
             layers.append(nn.BatchNorm2d(c))
         layers.append(nn.ReLU(inplace=True))
         in_channels = c
-    return nn.Sequential(*layers)
+    return layers
+
+
+class VGGBackbone(nn.Sequential):
+    """VGG-16(-BN) without its dense layers; returns pool-3, pool-4 and pool-5.
+
+    An ``nn.Sequential`` of torchvision's layers, so its state-dict keys are torchvision's
+    ``features.*`` once the model stores it as ``features``. ``width`` scales every layer.
+    """
+
+    strides = (8, 16, 32)
+
+    def __init__(self, batch_norm: bool = True, width: float = 1.0) -> None:
+        cfg = [c if c == "M" else scaled(c, width) for c in VGG16_CFG]
+        super().__init__(*vgg_features(cfg, batch_norm))
+        self.channels = (scaled(256, width), scaled(512, width), scaled(512, width))
+        for m in self.modules():  # torchvision's VGG initialisation
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        """x (N, 3, S, S) → [pool-3 (N, C3, S/8, S/8), pool-4 (…, S/16), pool-5 (…, S/32)]."""
+        pools = []
+        for layer in self:
+            x = layer(x)
+            if isinstance(layer, nn.MaxPool2d):
+                pools.append(x)
+        return pools[2:]
 
 
 def scaled(channels: int, width: float) -> int:

@@ -1,0 +1,72 @@
+"""What every backbone gives the AttnMel heads, and how a backbone is made from its name.
+
+A backbone maps x (N, 3, S, S) to three feature maps: two intermediate ones that carry the
+attention gates (VGG's pool-3 and pool-4, strides 8 and 16) and the last one, whose global
+feature guides them (pool-5, stride 32). Names: ``vgg16_bn`` and ``vgg16`` (the paper,
+:mod:`.vgg`), ``efficientnet_lite0``/``1``/``2`` and ``timm:MODEL`` (any timm model with
+``features_only`` support, :mod:`.timm`).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from torch import Tensor, nn
+
+from attnmel_cli.errors import AttnMelError
+
+VGG_BACKBONES = ("vgg16_bn", "vgg16")
+LITE_BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+BACKBONES = (*VGG_BACKBONES, *LITE_BACKBONES)  # plus timm:MODEL
+TIMM_PREFIX = "timm:"
+DEFAULT_STRIDES: tuple[int, int, int] = (8, 16, 32)
+
+
+class Backbone(Protocol):
+    """x (N, 3, S, S) → [F_a (N, C1, S/s1, S/s1), F_b (N, C2, S/s2, …), G (N, C3, S/s3, …)]."""
+
+    channels: tuple[int, int, int]
+    strides: tuple[int, int, int]
+
+    def __call__(self, x: Tensor) -> list[Tensor]: ...
+
+
+def check_backbone_name(backbone: str) -> None:
+    """Raise unless ``backbone`` names a known backbone (timm models are checked when built)."""
+    if backbone in BACKBONES or (backbone.startswith(TIMM_PREFIX) and backbone[5:].strip()):
+        return
+    raise AttnMelError(
+        f"unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)} or "
+        f"{TIMM_PREFIX}MODEL (any timm model with features_only support)"
+    )
+
+
+def make_backbone(
+    backbone: str, width: float = 1.0, strides: tuple[int, int, int] = DEFAULT_STRIDES
+) -> nn.Module:
+    """A randomly initialised backbone (weights load later) that follows :class:`Backbone`."""
+    check_backbone_name(backbone)
+    if backbone in VGG_BACKBONES:
+        from attnmel_cli.models.backbones.vgg import VGGBackbone
+
+        if tuple(strides) != DEFAULT_STRIDES:
+            raise AttnMelError(f"{backbone}: the gates sit on pool-3 and pool-4 (strides 8, 16)")
+        return VGGBackbone(batch_norm=backbone == "vgg16_bn", width=width)
+    if width != 1.0:
+        raise AttnMelError(f"--width applies to the VGG backbones only, not {backbone}")
+    from attnmel_cli.models.backbones.timm import TimmBackbone, resolve_timm_name
+
+    return TimmBackbone(resolve_timm_name(backbone), strides=strides)
+
+
+def backbone_normalization(backbone: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) of the pixels in [0, 1] that the backbone's ImageNet weights expect."""
+    check_backbone_name(backbone)
+    if backbone in VGG_BACKBONES:
+        from attnmel_cli.config import IMAGENET_MEAN, IMAGENET_STD
+
+        return IMAGENET_MEAN, IMAGENET_STD
+    from attnmel_cli.models.backbones.timm import data_config, resolve_timm_name
+
+    cfg = data_config(resolve_timm_name(backbone))
+    return tuple(cfg["mean"]), tuple(cfg["std"])

@@ -1,0 +1,34 @@
+"""Checkpoints written before the backbone change keep loading and scoring as before."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from attnmel_cli.engine.inference import Session
+
+REPO = Path(__file__).resolve().parents[1]
+PREVIOUS = REPO / "weights" / "attnmel-0.1-vgg16bn-w025.safetensors"
+# What attnmel 0.1.0 printed for the bundled examples with this checkpoint (its default model).
+SCORES_0_1 = {
+    "ISIC_0000115.jpg": 0.279382,
+    "ISIC_0000195.jpg": 0.812668,
+    "ISIC_0000257.jpg": 0.484631,
+    "ISIC_0000279.jpg": 0.548708,
+    "ISIC_0000287.jpg": 0.419006,
+}
+
+
+def test_the_previous_default_model_scores_the_examples_as_0_1_did() -> None:
+    session = Session.load(PREVIOUS, torch.device("cpu"))
+    meta = session.meta
+    assert (meta.backbone, meta.width, meta.image_size, meta.strides) == (
+        "vgg16_bn", 0.25, 128, (8, 16, 32))
+    assert meta.preprocess.resize == 146 and meta.preprocess.crop_fraction == 0.8
+    paths = [str(REPO / "examples" / name) for name in SCORES_0_1]
+    scored = list(session.score(paths, workers=0))
+    for s, (name, expected) in zip(scored, SCORES_0_1.items(), strict=True):
+        assert s.error is None
+        assert s.p_melanoma == pytest.approx(expected, abs=5e-7), name
