@@ -31,7 +31,7 @@ from PIL import Image, ImageOps
 
 from attnmel_cli.data.manifest import MANIFEST_NAME, read_manifest
 from attnmel_cli.data.transforms import paper_crop
-from attnmel_cli.io.checkpoint import DEFAULT_CHECKPOINT_ENV
+from attnmel_cli.io.default_model import DEFAULT_CHECKPOINT_ENV
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 

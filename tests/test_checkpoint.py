@@ -12,16 +12,15 @@ from safetensors.torch import save_file
 
 from attnmel_cli.errors import AttnMelError, CheckpointError
 from attnmel_cli.io.checkpoint import (
-    DEFAULT_CHECKPOINT_ENV,
     FORMAT,
     CheckpointMeta,
     load_checkpoint,
     read_metadata,
     read_tensors,
-    resolve_checkpoint,
     save_checkpoint,
     write_tensors,
 )
+from attnmel_cli.io.default_model import DEFAULT_CHECKPOINT_ENV, resolve_checkpoint
 from attnmel_cli.models.attnmel import ARCHS
 from attnmel_cli.models.registry import build_model
 

@@ -73,7 +73,7 @@ def test_a_wheel_ships_the_default_model_and_scores_the_examples_as_the_checkout
     venv: Path, tmp_path: Path, invoke
 ) -> None:
     where = _run(venv / "bin" / "python", "-c",
-                 "import attnmel_cli; from attnmel_cli.io.checkpoint import default_checkpoint; "
+                 "import attnmel_cli; from attnmel_cli.io.default_model import default_checkpoint; "
                  "print(attnmel_cli.__file__); print(default_checkpoint())",
                  cwd=tmp_path, env=_env(venv))  # not the checkout: python -c imports from cwd
     package, model = (Path(line) for line in where.stdout.split())

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from attnmel_cli.io.checkpoint import DEFAULT_CHECKPOINT_ENV
+from attnmel_cli.io.default_model import DEFAULT_CHECKPOINT_ENV
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt", ".bin")
 

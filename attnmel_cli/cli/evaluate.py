@@ -23,7 +23,7 @@ from attnmel_cli.config import default_workers
 from attnmel_cli.data.decode import DEFAULT_MAX_PIXELS
 from attnmel_cli.engine.distributed import process_group
 from attnmel_cli.errors import EXIT_OK, EXIT_PARTIAL
-from attnmel_cli.io.checkpoint import resolve_checkpoint
+from attnmel_cli.io.default_model import resolve_checkpoint
 from attnmel_cli.io.records import check_format
 
 if TYPE_CHECKING:

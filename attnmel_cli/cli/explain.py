@@ -27,7 +27,7 @@ from attnmel_cli.engine.distributed import refuse
 from attnmel_cli.engine.inference import Session, resolve_device
 from attnmel_cli.errors import EXIT_OK, EXIT_PARTIAL
 from attnmel_cli.io.atomic import ensure_dir
-from attnmel_cli.io.checkpoint import resolve_checkpoint
+from attnmel_cli.io.default_model import resolve_checkpoint
 from attnmel_cli.viz.explain import check_explainable, explain_paths
 
 

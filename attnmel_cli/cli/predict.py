@@ -30,7 +30,7 @@ from attnmel_cli.data.image_files import collect_inputs
 from attnmel_cli.engine.distributed import Dist, process_group
 from attnmel_cli.engine.inference import Session
 from attnmel_cli.errors import EXIT_OK, EXIT_PARTIAL
-from attnmel_cli.io.checkpoint import resolve_checkpoint
+from attnmel_cli.io.default_model import resolve_checkpoint
 from attnmel_cli.io.records import (
     LEGACY_LABEL_NOTE,
     RecordWriter,
