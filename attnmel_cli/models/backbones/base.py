@@ -33,7 +33,8 @@ class Backbone(Protocol):
 
 def check_backbone_name(backbone: str) -> None:
     """Raise unless ``backbone`` names a known backbone (timm models are checked when built)."""
-    if backbone in BACKBONES or (backbone.startswith(TIMM_PREFIX) and backbone[5:].strip()):
+    timm_name = backbone.removeprefix(TIMM_PREFIX) if backbone.startswith(TIMM_PREFIX) else ""
+    if backbone in BACKBONES or timm_name.strip():
         return
     raise AttnMelError(
         f"unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)} or "

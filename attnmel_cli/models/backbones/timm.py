@@ -16,18 +16,17 @@ import torch
 from torch import Tensor, nn
 
 from attnmel_cli.errors import AttnMelError
+from attnmel_cli.models.backbones.base import DEFAULT_STRIDES, TIMM_PREFIX
 
 if TYPE_CHECKING:
     from timm.models._features import FeatureInfo
 
-TIMM_PREFIX = "timm:"
 # attnmel's names for timm models whose ImageNet weights are available offline (efficientnet_lite).
 TIMM_ALIASES: dict[str, str] = {
     "efficientnet_lite0": "tf_efficientnet_lite0",
     "efficientnet_lite1": "tf_efficientnet_lite1",
     "efficientnet_lite2": "tf_efficientnet_lite2",
 }
-DEFAULT_STRIDES: tuple[int, int, int] = (8, 16, 32)
 DATA_CONFIG_KEYS = ("mean", "std", "input_size", "interpolation", "crop_pct")
 
 
