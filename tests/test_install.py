@@ -117,3 +117,13 @@ def test_readme_quick_start_runs_as_written(venv: Path, tmp_path: Path) -> None:
         assert (tmp_path / "overlays" / f"{Path(name).stem}_attention.png").is_file()
     assert any(c.startswith("attnmel explain") for c in inline)
     assert (tmp_path / "explained" / "ISIC_0000279_composite.png").is_file()
+
+
+def test_a_wheel_ships_the_html_report_template(venv: Path, tmp_path: Path) -> None:
+    found = _run(venv / "bin" / "python", "-c",
+                 "import jinja2; "
+                 "loader = jinja2.PackageLoader('attnmel_cli.evaluation', 'templates'); "
+                 "print(loader.get_source(jinja2.Environment(), 'report.html.j2')[1])",
+                 cwd=tmp_path, env=_env(venv))
+    assert found.returncode == 0, found.stderr
+    assert Path(found.stdout.strip()).is_relative_to(venv), found.stdout

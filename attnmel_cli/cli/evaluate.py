@@ -23,6 +23,7 @@ from attnmel_cli.config import default_workers
 from attnmel_cli.data.decode import DEFAULT_MAX_PIXELS
 from attnmel_cli.engine.distributed import process_group
 from attnmel_cli.errors import EXIT_OK, EXIT_PARTIAL
+from attnmel_cli.io.atomic import ensure_dir, refuse_unless_forced
 from attnmel_cli.io.default_model import resolve_checkpoint
 from attnmel_cli.io.records import check_format
 
@@ -49,9 +50,26 @@ def evaluate(
         Path | None,
         typer.Option(
             "--out", "-o",
-            help="Write predictions.csv, report.json, roc.png, pr.png and reliability.png here.",
+            help="Write predictions.csv, report.json, roc.png, pr.png, reliability.png and "
+            "report.html here.",
         ),
     ] = None,
+    html: Annotated[
+        Path | None,
+        typer.Option(
+            "--html", metavar="FILE",
+            help="Write the report as one self-contained HTML file (metrics, curves, a gallery "
+            "of the worst errors with their attention maps, every image in a sortable table).",
+        ),
+    ] = None,
+    gallery: Annotated[
+        int,
+        typer.Option(
+            min=0, max=50,
+            help="Images in each gallery section of the HTML report (worst errors, most "
+            "confident correct calls); at most 50.",
+        ),
+    ] = 12,
     threshold: Annotated[
         str,
         typer.Option(help="Threshold on p_melanoma, or 'val': Youden's J on the val split."),
@@ -93,7 +111,7 @@ def evaluate(
     fmt = check_format(fmt or "table")
 
     def setup() -> tuple[Any, ...]:  # on rank 0 only under torchrun
-        return _setup(data, split, dataset, out, threshold, force, checkpoint, compare)
+        return _setup(data, split, dataset, out, threshold, force, checkpoint, compare, html)
 
     # Under torchrun every process scores a block of the images; rank 0 writes the report.
     with process_group(device) as (dist, dev):
@@ -111,12 +129,22 @@ def evaluate(
     if not dist.is_main:
         raise typer.Exit(EXIT_OK)
     _render(result, out, fmt, force)
+    pages = [p for p in (html, out and out / "report.html") if p is not None]
+    if pages:
+        from attnmel_cli.evaluation.html_report import write_html_report
+
+        write_html_report(
+            result, eval_data, pages, dev, gallery=gallery, batch_size=batch_size,
+            workers=0 if workers is None else workers, max_pixels=max_pixels, amp=amp, tta=tta,
+            overwrite=force,
+        )
+        log.info("wrote the HTML report to %s", ", ".join(map(str, pages)))
     raise typer.Exit(EXIT_PARTIAL if result.report["failed"] else EXIT_OK)
 
 
 def _setup(
     data: Path, split: str | None, dataset: str, out: Path | None, threshold: str, force: bool,
-    checkpoint: Path | None, compare: list[Path] | None,
+    checkpoint: Path | None, compare: list[Path] | None, html: Path | None,
 ) -> tuple[float | None, EvalData, EvalData | None, list[Path]]:
     """Check the options and read the data: the threshold (None: chosen on val), the images to
     evaluate, the val split when needed, and the checkpoints."""
@@ -127,6 +155,9 @@ def _setup(
     cut = parse_threshold(threshold)
     if out is not None:
         check_outputs(out, overwrite=force)
+    if html is not None:
+        refuse_unless_forced(html if html.exists() else None, force=force)
+        ensure_dir(html.parent)
     eval_data = load_data(data, split, dataset)
     if split is None and eval_data.split is not None:
         log.info("evaluating split %r (no --split given)", eval_data.split)

@@ -43,7 +43,8 @@ def load_data(data: Path, split: str | None, dataset: str = "auto") -> EvalData:
         split = _pick(data / MANIFEST_NAME, split, {r.split for r in rows})
         items = [
             Item(
-                r.image_id, data / r.image, r.label, data / r.lesion_mask if r.lesion_mask else None
+                r.image_id, data / r.image, r.label,
+                data / r.lesion_mask if r.lesion_mask else None, r.diagnosis,
             )
             for r in rows
             if r.split == split
@@ -56,7 +57,7 @@ def load_data(data: Path, split: str | None, dataset: str = "auto") -> EvalData:
     if splits:
         split = _pick(data, split, splits)
         jobs = [j for j in jobs if j.split == split]
-    items = [Item(j.image_id, j.image, j.label, j.lesion) for j in jobs]
+    items = [Item(j.image_id, j.image, j.label, j.lesion, j.diagnosis) for j in jobs]
     return EvalData(data, split if splits else None, items, prepared=False)
 
 

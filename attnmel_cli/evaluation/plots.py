@@ -28,8 +28,9 @@ def _save_png(fig: Figure, target: Path, overwrite: bool) -> None:
         fig.savefig(tmp, format="png", bbox_inches="tight")
 
 
-def write_plots(evaluation: Evaluation, out: Path, *, overwrite: bool = False) -> list[Path]:
-    """``roc.png``, ``pr.png`` and ``reliability.png``: one curve per checkpoint."""
+def curve_figures(evaluation: Evaluation) -> dict[str, Figure]:
+    """The ROC, precision–recall and reliability figures (one curve per checkpoint), by the
+    name of the file ``evaluate --out`` writes each to."""
     roc, roc_ax = _figure("ROC", "1 − specificity", "sensitivity")
     roc_ax.plot([0, 1], [0, 1], ls=":", c="grey")
     pr, pr_ax = _figure("Precision–recall", "recall (sensitivity)", "precision")
@@ -52,13 +53,15 @@ def write_plots(evaluation: Evaluation, out: Path, *, overwrite: bool = False) -
             "o-",
             label=f"{name} (ECE {ece:.3f})",
         )
-    written = []
-    for fig, ax, fname in (
-        (roc, roc_ax, "roc.png"),
-        (pr, pr_ax, "pr.png"),
-        (rel, rel_ax, "reliability.png"),
-    ):
+    for ax in (roc_ax, pr_ax, rel_ax):
         ax.legend(loc="lower right", fontsize="small")
+    return {"roc.png": roc, "pr.png": pr, "reliability.png": rel}
+
+
+def write_plots(evaluation: Evaluation, out: Path, *, overwrite: bool = False) -> list[Path]:
+    """``roc.png``, ``pr.png`` and ``reliability.png``: one curve per checkpoint."""
+    written = []
+    for fname, fig in curve_figures(evaluation).items():
         _save_png(fig, out / fname, overwrite)
         written.append(out / fname)
     return written

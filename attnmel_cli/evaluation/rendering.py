@@ -18,7 +18,9 @@ from attnmel_cli.evaluation.plots import write_plots
 from attnmel_cli.evaluation.results import SPECIFICITIES, Evaluation, Scores
 from attnmel_cli.io.atomic import ensure_dir, refuse_unless_forced, write_text_atomic
 
-OUTPUT_FILES = ("predictions.csv", "report.json", "roc.png", "pr.png", "reliability.png")
+OUTPUT_FILES = (
+    "predictions.csv", "report.json", "roc.png", "pr.png", "reliability.png", "report.html"
+)
 
 
 def _finite_or_none(value: Any) -> Any:
@@ -113,22 +115,18 @@ def _fmt(value: float | None, digits: int = 3) -> str:
     return "—" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
 
 
-def report_table(report: dict[str, Any]) -> Table:
-    """The report as a Rich table: one column per checkpoint (the paper's Table 1–3 layout)."""
+def metric_rows(report: dict[str, Any]) -> list[tuple[str, list[str]]]:
+    """The report's figures as (label, one cell per checkpoint) rows: the terminal table's and
+    the HTML report's (the paper's Table 1–3 layout)."""
     reports = report["checkpoints"]
-    table = Table(
-        title=f"{report['data']} · split {report['split']} · {reports[0]['n_images']} images"
-    )
-    table.add_column("metric")
-    for rep in reports:
-        table.add_column(rep["name"], justify="right")
+    rows: list[tuple[str, list[str]]] = []
 
     def with_ci(block: dict[str, Any]) -> str:
         ci = block["ci95"]
         return _fmt(block["value"]) + ("" if ci is None else f" [{_fmt(ci[0])}, {_fmt(ci[1])}]")
 
     def row(label: str, cell: Callable[[dict[str, Any]], str]) -> None:
-        table.add_row(label, *(cell(r) for r in reports))
+        rows.append((label, [cell(r) for r in reports]))
 
     row("AP (95 % CI)", lambda r: with_ci(r["average_precision"]))
     row("AUC (95 % CI)", lambda r: with_ci(r["roc_auc"]))
@@ -158,5 +156,19 @@ def report_table(report: dict[str, Any]) -> Table:
         )
     if report["comparisons"]:
         p_values = [_fmt(c["p_value"], 4) for c in report["comparisons"]]
-        table.add_row("AUC vs first: p (DeLong)", "", *p_values)
+        rows.append(("AUC vs first: p (DeLong)", ["", *p_values]))
+    return rows
+
+
+def report_table(report: dict[str, Any]) -> Table:
+    """The report as a Rich table: one column per checkpoint (:func:`metric_rows`)."""
+    reports = report["checkpoints"]
+    table = Table(
+        title=f"{report['data']} · split {report['split']} · {reports[0]['n_images']} images"
+    )
+    table.add_column("metric")
+    for rep in reports:
+        table.add_column(rep["name"], justify="right")
+    for label, cells in metric_rows(report):
+        table.add_row(label, *cells)
     return table

@@ -18,12 +18,14 @@ Advance = Callable[[], None]
 
 @dataclass(frozen=True)
 class Item:
-    """One labelled image; ``lesion_mask`` is aligned with it, or ``None``."""
+    """One labelled image; ``lesion_mask`` is aligned with it, or ``None``; ``diagnosis`` is
+    the source's own class name (empty when it has none)."""
 
     image_id: str
     path: Path
     label: int
     lesion_mask: Path | None = None
+    diagnosis: str = ""
 
 
 @dataclass(frozen=True)
