@@ -198,6 +198,9 @@ class TrainConfig:
     sync_bn: bool = field(default=False, metadata=option(
         "Under torchrun on GPUs: batch-norm statistics over the global batch (SyncBatchNorm) "
         "instead of each GPU's share.", "--sync-bn/--no-sync-bn"))
+    tensorboard: Path | None = field(default=None, metadata=option(
+        "Also write TensorBoard logs here each epoch: losses, val AP/AUC, learning rate, "
+        "attention maps of fixed val images (needs the tensorboard extra).", metavar="DIR"))
     resume: bool = field(default=False, metadata=option(
         "Continue the interrupted run in --out (same options; --epochs may grow).",
         "--resume/--no-resume"))

@@ -145,11 +145,13 @@ def _assert_same_run(one: Path, two: Path) -> None:
 
 
 def test_two_processes_train_like_one(prepared: Path, one_process: Path, tmp_path: Path) -> None:
-    two = tmp_path / "two"
-    run = _torchrun("train", "-d", prepared, "-o", two, "--epochs", "2", *TINY)
+    two, logs = tmp_path / "two", tmp_path / "tb"
+    run = _torchrun("train", "-d", prepared, "-o", two, "--epochs", "2", "--tensorboard", logs,
+                    *TINY)
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.splitlines() == [str(two / BEST)]  # rank 0 alone prints
     assert run.stderr.count("epoch 1/2") == 1  # rank 1 logs warnings only
+    assert len(list(logs.glob("events.out.tfevents.*"))) == 1  # and alone writes TensorBoard logs
     _assert_same_run(one_process, two)
 
 

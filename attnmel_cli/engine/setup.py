@@ -19,6 +19,7 @@ from attnmel_cli.data.manifest import MANIFEST_NAME, SPLITS, Row, read_manifest
 from attnmel_cli.data.train_set import ROIS, TrainSet, physical_memory, roi_known, roi_path
 from attnmel_cli.engine.normalize import parse_normalize
 from attnmel_cli.engine.optim import OPTIMIZERS, SCHEDULES
+from attnmel_cli.engine.tensorboard import require_tensorboard
 from attnmel_cli.errors import AttnMelError, DataError
 from attnmel_cli.io.checkpoint import CheckpointMeta, read_metadata, read_tensors
 from attnmel_cli.io.run_state import RunState
@@ -31,7 +32,7 @@ log = logging.getLogger("attnmel")
 # Options a resumed run may change; every other option must match the interrupted run's.
 RESUME_MAY_CHANGE = frozenset(
     {"data", "out", "epochs", "average_last", "device", "workers", "amp", "cache_images",
-     "resume", "force", "sync_bn"}
+     "resume", "force", "sync_bn", "tensorboard"}
 )
 CACHE_RAM_FRACTION = 0.25  # decoded training images are kept in RAM up to this share of it
 
@@ -76,6 +77,8 @@ def check_config(config: TrainConfig) -> None:
         raise AttnMelError("; ".join(problems))
     check_image_size(config.image_size)
     check_backbone_name(config.backbone)
+    if config.tensorboard is not None:
+        require_tensorboard()
     parse_strides(config.strides)
     parse_normalize(config.normalize)
 

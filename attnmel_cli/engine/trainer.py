@@ -42,6 +42,7 @@ from attnmel_cli.engine.setup import (
     init_from,
     load_data,
 )
+from attnmel_cli.engine.tensorboard import TensorBoardLog
 from attnmel_cli.errors import AttnMelError
 from attnmel_cli.io.checkpoint import CheckpointMeta
 from attnmel_cli.io.run_dir import STATE, claim_run_dir, last_weights, save_epoch
@@ -182,6 +183,7 @@ class _Loop:
     fingerprint: str
     dist: Dist
     run: _Standing
+    board: TensorBoardLog | None = None  # --tensorboard, on rank 0
 
     def epoch(self, epoch: int, bar: Progress) -> None:
         """Train, validate, record and (rank 0) save epoch ``epoch`` (0-based)."""
@@ -213,6 +215,8 @@ class _Loop:
             run.best_auc, run.best_epoch = val["val_auc"], epoch + 1
         if self.dist.is_main:  # the only rank that writes the run dir
             self._save(epoch + 1, is_best)
+        if self.board is not None:
+            self.board.log_epoch(run.history[-1], self.model, self.meta, self.device)
         log.info(
             "epoch %d/%d  loss %.4f  val AP %.4f  AUC %.4f%s  %.0f samples/s  %.0f s",
             epoch + 1, config.epochs, losses[0], val["val_ap"], val["val_auc"],
@@ -250,8 +254,11 @@ def _run(
         restore_rng(state.rng)  # after building the model, whose initialisation draws numbers
         log.info("resuming %s after epoch %d of %d", config.out, run.start, config.epochs)
     step = Step(trained, opt, config, device, meta.preprocess, amp_dtype(config, device))
+    board = (TensorBoardLog(config.tensorboard, config.data, val_rows, config.as_record(),
+                            resume_after=None if state is None else run.start)
+             if config.tensorboard is not None and dist.is_main else None)
     loop = _Loop(config, model, trained, meta, opt, sampler, loader, step, val_rows, device,
-                 workers, fingerprint, dist, run)
+                 workers, fingerprint, dist, run, board)
     epoch = run.start
     try:
         with _progress(console) as bar:
@@ -264,4 +271,7 @@ def _run(
         kept = (f"{config.out / STATE} holds epoch {len(run.history)}; continue with --resume"
                 if run.history else "no epoch completed, nothing saved")
         raise TrainInterrupted(f"interrupted in epoch {epoch + 1}; {kept}") from None
+    finally:
+        if board is not None:
+            board.close()
     return TrainResult(config.out, run.best_epoch, run.best_auc, run.history, run.samples_per_s)
