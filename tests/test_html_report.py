@@ -16,7 +16,9 @@ from PIL import Image
 
 from attnmel_cli.config import PreprocessConfig
 from attnmel_cli.evaluation.gallery import SECTIONS, pick
+from attnmel_cli.evaluation.html_report import _trained_on_this
 from attnmel_cli.evaluation.report_figures import diagnosis_rows
+from attnmel_cli.evaluation.results import EvalData
 from attnmel_cli.viz.thumbnails import MASK_COLOUR, panels
 
 pytestmark = pytest.mark.usefixtures("restore_logging")
@@ -99,6 +101,7 @@ def test_report_is_self_contained_and_shows_the_evaluation(report_dir: Path) -> 
     for needle in (first["name"], gap["name"], "DeLong", f"{first['roc_auc']['value']:.3f}",
                    f"{report['comparisons'][0]['p_value']:.4f}", "Per diagnosis"):
         assert needle in html
+    assert "was trained on these images" not in html  # tiny checkpoints name no training data
     with (report_dir / "predictions.csv").open(newline="") as fh:
         predictions = [r for r in csv.DictReader(fh) if r["checkpoint"] == first["name"]]
     # every image once, in input order, with the score of predictions.csv
@@ -141,6 +144,18 @@ def test_gallery_pick_orders_each_section() -> None:
                 if labels[i] == section.label and (probs[i] >= 0.4) == section.called]
         pool.sort(key=lambda i: (-probs[i] if section.highest_first else probs[i], i))
         assert got == pool[:7]
+
+
+def test_warns_only_of_a_checkpoint_trained_on_the_evaluated_images() -> None:
+    val = EvalData(Path("prepared"), "val", [], prepared=True)
+    meta = {"data_fingerprint": "f1", "train_config": {"train_splits": "train,val"}}
+    assert _trained_on_this(meta, val, "f1")
+    assert not _trained_on_this(meta, val, "f2")  # other prepared data
+    assert not _trained_on_this(meta, val, None)  # data never prepared: no fingerprint
+    assert not _trained_on_this({**meta, "train_config": {"train_splits": "train"}}, val, "f1")
+    assert _trained_on_this({**meta, "train_config": {"folds": 3}}, val, "f1")  # pooled
+    assert not _trained_on_this({**meta, "train_config": {"folds": 3}},
+                                EvalData(Path("prepared"), "test", [], prepared=True), "f1")
 
 
 def test_diagnosis_rows_count_each_diagnosis() -> None:

@@ -64,7 +64,7 @@ def _trained_on_this(meta: dict[str, Any], data: EvalData, fingerprint: str | No
     return data.split in str(cfg.get("train_splits", "train")).split(",")
 
 
-def _card(rep: dict[str, Any], data: EvalData, fingerprint: str | None) -> dict[str, Any]:
+def _model_card(rep: dict[str, Any], data: EvalData, fingerprint: str | None) -> dict[str, Any]:
     """The model-card fields of one checkpoint, as the header shows them."""
     meta = rep["metadata"]
     cfg = meta.get("train_config") or {}
@@ -129,18 +129,20 @@ def render_html(
     report = evaluation.report
     fingerprint = data_fingerprint(read_manifest(data.source)) if data.prepared else None
     reps = report["checkpoints"]
+    shown = [card for _, cards in gallery for card in cards if card.pictures]
     context = {
         "report": report,
         "created": (created or datetime.now(timezone.utc)).strftime("%Y-%m-%d %H:%M UTC"),
         "n_melanoma": reps[0]["n_melanoma"],
-        "cards": [_card(rep, data, fingerprint) for rep in reps],
+        "models": [_model_card(rep, data, fingerprint) for rep in reps],
         "metric_rows": metric_rows(report),
         "curves": {name.removesuffix(".png"): figure_data_uri(fig)
                    for name, fig in curve_figures(evaluation).items()},
         "histograms": [figure_data_uri(score_histogram(sc, rep["threshold"]["value"]))
                        for sc, rep in zip(evaluation.scores, reps, strict=True)],
         "gallery": gallery,
-        "outlined": any(card.outlined for _, cards in gallery for card in cards),
+        "outlined": any(card.outlined for card in shown),
+        "panels": [caption for caption, _ in shown[0].pictures] if shown else [],
         "gallery_checkpoint": reps[0]["name"],
         "threshold": reps[0]["threshold"]["value"],
         "diagnoses": _diagnoses(evaluation, data),
@@ -159,11 +161,10 @@ def write_html_report(
     """Build the gallery with the first checkpoint (loaded again on ``device``), render the
     report and write it, atomically, to each of ``targets``."""
     first = evaluation.scores[0]
-    session = Session.load(first.checkpoint, device)
     threshold = evaluation.report["checkpoints"][0]["threshold"]["value"]
     sections = build_gallery(
-        first, data, session, threshold, gallery, batch_size=batch_size, workers=workers,
-        max_pixels=max_pixels, amp=amp, tta=tta,
+        first, data, Session.load(first.checkpoint, device), threshold, gallery,
+        batch_size=batch_size, workers=workers, max_pixels=max_pixels, amp=amp, tta=tta,
     ) if gallery else []
     html = render_html(evaluation, data, sections)
     return [write_text_atomic(t, html, overwrite=overwrite) for t in targets]
