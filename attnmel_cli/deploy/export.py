@@ -27,6 +27,7 @@ from attnmel_cli.deploy.onnx_deps import (
     require,
 )
 from attnmel_cli.engine.scored import map_names
+from attnmel_cli.errors import AttnMelError
 from attnmel_cli.io.atomic import atomic_path, refuse_unless_forced
 from attnmel_cli.io.checkpoint import load_checkpoint, read_header
 
@@ -86,11 +87,16 @@ def export_onnx(
     buffer = io.BytesIO()
     with warnings.catch_warnings():  # tracer notes on the size checks; the input size is fixed
         warnings.simplefilter("ignore")
-        torch.onnx.export(
-            _Outputs(model, names), (x,), buffer, input_names=[INPUT_NAME],
-            output_names=outputs, opset_version=opset, dynamo=False,
-            dynamic_axes={n: {0: "batch"} for n in (INPUT_NAME, *outputs)},
-        )
+        try:
+            torch.onnx.export(
+                _Outputs(model, names), (x,), buffer, input_names=[INPUT_NAME],
+                output_names=outputs, opset_version=opset, dynamo=False,
+                dynamic_axes={n: {0: "batch"} for n in (INPUT_NAME, *outputs)},
+            )
+        except RuntimeError as exc:  # an operator ONNX cannot express at this input size
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise AttnMelError(f"{checkpoint}: cannot export {meta.arch} on {meta.backbone} at "
+                               f"{meta.image_size} px to ONNX ({reason})") from None
     proto = onnx.load_from_string(buffer.getvalue())
     proto.producer_name, proto.producer_version = "attnmel", __version__
     proto.doc_string = f"attnmel {meta.arch} on {meta.backbone}, exported from {checkpoint.name}"
