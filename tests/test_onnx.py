@@ -265,3 +265,19 @@ def test_onnx_scoring_without_torch(tiny, photos) -> None:
     out, torch_imported = run_without_torch(["predict", "-c", str(model), photos[0], "-f", "csv"])
     assert parse_csv(out)[0]["path"] == photos[0] and parse_csv(out)[0]["p_melanoma"]
     assert not torch_imported
+
+
+def test_readme_plain_onnxruntime_snippet(tiny, photos, tmp_path) -> None:
+    """README's ten lines of plain onnxruntime give attnmel's p_melanoma (a 256×256 photo)."""
+    _, model = tiny
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    after = readme.split("Scoring with plain `onnxruntime`", 1)[1]
+    snippet = after.split("```python\n", 1)[1].split("```", 1)[0]
+    script = tmp_path / "score.py"
+    script.write_text(snippet.replace('"attnmel.onnx"', repr(str(model))), encoding="utf-8")
+    done = subprocess.run([sys.executable, str(script), photos[3]], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    p = float(done.stdout.split()[-1])
+    (expected,) = OnnxSession.load(model, "cpu").score([photos[3]], workers=0)
+    assert abs(p - expected.p_melanoma) <= 1e-6
