@@ -157,6 +157,8 @@ def test_predict_cli_onnx_same_records(invoke, tiny, photos, tmp_path) -> None:
     assert {r["checkpoint"] for r in b} == {"m.onnx"}
     stdin = invoke("predict", "-c", model, "-", "-f", "csv", stdin="\n".join(inputs) + "\n")
     assert stdin.exit_code == 2 and parse_csv(stdin.stdout) == b
+    by_env = invoke("predict", photos[0], "-f", "csv", env={"ATTNMEL_CHECKPOINT": str(model)})
+    assert by_env.exit_code == 0 and parse_csv(by_env.stdout)[0] == b[0]  # the default model
 
 
 def test_predict_overlay_and_explain_onnx(invoke, tiny, photos, tmp_path) -> None:

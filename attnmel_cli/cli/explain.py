@@ -25,7 +25,7 @@ from attnmel_cli.config import DEFAULT_MAX_PIXELS
 from attnmel_cli.deploy.onnx_deps import is_onnx
 from attnmel_cli.errors import EXIT_OK, EXIT_PARTIAL
 from attnmel_cli.io.atomic import ensure_dir
-from attnmel_cli.io.default_model import resolve_checkpoint
+from attnmel_cli.io.default_model import default_checkpoint, resolve_checkpoint
 
 
 def explain(
@@ -50,7 +50,7 @@ def explain(
     from attnmel_cli.deploy.runtime import load_session
     from attnmel_cli.viz.explain import check_explainable, explain_paths
 
-    if not is_onnx(checkpoint):
+    if not is_onnx(checkpoint if checkpoint is not None else default_checkpoint()):
         from attnmel_cli.engine.distributed import refuse  # lazy: torch
 
         refuse("explain", "split the inputs with --shard I/N instead (one job per shard)")

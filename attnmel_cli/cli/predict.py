@@ -26,7 +26,7 @@ from attnmel_cli.cli.options import (
 from attnmel_cli.config import DEFAULT_MAX_PIXELS, default_workers
 from attnmel_cli.deploy.onnx_deps import is_onnx
 from attnmel_cli.errors import EXIT_OK, EXIT_PARTIAL
-from attnmel_cli.io.default_model import resolve_checkpoint
+from attnmel_cli.io.default_model import default_checkpoint, resolve_checkpoint
 from attnmel_cli.io.records import (
     LEGACY_LABEL_NOTE,
     RecordWriter,
@@ -80,7 +80,7 @@ def predict(
     """
     options = (paths, checkpoint, recursive, fmt, threshold, overlay, overlay_dir, overlay_map,
                batch_size, workers, max_pixels, force, shard_spec, amp, tta)
-    if is_onnx(checkpoint):
+    if is_onnx(checkpoint if checkpoint is not None else default_checkpoint()):
         from attnmel_cli.deploy.runtime import OnnxSession
 
         _predict(None, lambda path: OnnxSession.load(path, device), *options)
@@ -100,7 +100,7 @@ def _predict(
     tta: bool,
 ) -> None:
     """``dist``: this process's place under torchrun (None: ONNX Runtime, one process)."""
-    from attnmel_cli.cli.scoring import predict_rows  # lazy, as every import of decoding
+    from attnmel_cli.cli.scoring import predict_rows  # lazy: numpy, Pillow, OpenCV…
     from attnmel_cli.data.image_files import collect_inputs
     from attnmel_cli.viz.overlay import check_overlay_options, overlay_map_name
 
