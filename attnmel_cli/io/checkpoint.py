@@ -219,12 +219,17 @@ def read_tensors(path: str | Path) -> tuple[dict[str, Tensor], dict[str, str]]:
     return tensors, header
 
 
+def save_file(tensors: dict[str, Tensor], tmp: str, metadata: dict[str, str]) -> None:
+    """``safetensors.torch.save_file``, imported on first use: metadata reads without torch."""
+    import safetensors.torch
+
+    safetensors.torch.save_file(tensors, tmp, metadata=metadata)
+
+
 def write_tensors(
     path: str | Path, tensors: dict[str, Tensor], header: dict[str, str], *, overwrite: bool = True
 ) -> Path:
     """Write tensors + string metadata atomically (temporary file, then rename)."""
-    from safetensors.torch import save_file
-
     contiguous = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     with atomic_path(path, overwrite=overwrite) as tmp:
         try:
