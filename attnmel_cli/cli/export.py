@@ -34,6 +34,12 @@ def export(
     calibration_images: Annotated[
         int, typer.Option(min=1, help="Training images drawn for calibration.")
     ] = 300,
+    keep_float: Annotated[
+        str,
+        typer.Option(metavar="NAME,…",
+                     help="With --int8: leave the nodes whose ONNX name contains one of these in "
+                     "float (e.g. blocks.0/,blocks.2/,blocks.5/ for the default model)."),
+    ] = "",
     force: ForceOpt = False,
 ) -> None:
     """Write the checkpoint's model as ONNX: input a float batch (N, 3, S, S), outputs the logits
@@ -51,6 +57,6 @@ def export(
         with tempfile.TemporaryDirectory(prefix="attnmel-export-") as folder:
             fp32 = export_onnx(checkpoint, Path(folder) / "fp32.onnx")
             quantize_int8(fp32, out, calibrate, images=calibration_images,  # type: ignore[arg-type]
-                          overwrite=force)
+                          keep_float=[k for k in keep_float.split(",") if k], overwrite=force)
     log.info("wrote %s (%s) from %s", out, "int8" if int8 else "fp32", checkpoint)
     typer.echo(out)

@@ -5,6 +5,7 @@ calibrated on prepared *training* images, never on images a model is evaluated o
 from __future__ import annotations
 
 import json
+import logging
 import random
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -18,7 +19,7 @@ from attnmel_cli.data.manifest import read_manifest
 from attnmel_cli.data.transforms import prepared_to_array
 from attnmel_cli.deploy.export import save_checked, set_metadata
 from attnmel_cli.deploy.onnx_deps import INPUT_NAME, PRECISION_KEY, require
-from attnmel_cli.errors import DataError
+from attnmel_cli.errors import AttnMelError, DataError
 from attnmel_cli.io.checkpoint import CheckpointMeta
 
 CALIBRATION_IMAGES = 300
@@ -47,9 +48,10 @@ def calibration_batches(
 
 def quantize_int8(
     fp32_model: Path, out: Path, prepared_dir: Path, *, images: int = CALIBRATION_IMAGES,
-    seed: int = 0, overwrite: bool = False,
+    keep_float: Sequence[str] = (), seed: int = 0, overwrite: bool = False,
 ) -> Path:
-    """Write the static int8 (QDQ) version of the fp32 ONNX model ``fp32_model`` at ``out``."""
+    """Write the static int8 (QDQ) version of the fp32 ONNX model ``fp32_model`` at ``out``;
+    the nodes whose name contains one of ``keep_float`` stay in float (the layers int8 hurts)."""
     onnx = require("onnx")
     quant = require("onnxruntime.quantization")
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -69,17 +71,30 @@ def quantize_int8(
     with tempfile.TemporaryDirectory(prefix="attnmel-int8-") as folder:
         prepared, quantized = Path(folder) / "pre.onnx", Path(folder) / "int8.onnx"
         quant_pre_process(str(fp32_model), str(prepared), skip_symbolic_shape=True)
-        quant.quantize_static(
-            str(prepared), str(quantized), Reader(), quant_format=quant.QuantFormat.QDQ,
-            per_channel=True, activation_type=quant.QuantType.QUInt8,
-            weight_type=quant.QuantType.QInt8, calibrate_method=quant.CalibrationMethod.MinMax,
-        )
+        names = [n.name for n in onnx.load(str(prepared)).graph.node]
+        kept = [n for n in names if any(k in n for k in keep_float)]
+        unmatched = [k for k in keep_float if not any(k in n for n in names)]
+        if unmatched:
+            raise AttnMelError(f"--keep-float {unmatched[0]!r} matches no node of the model")
+        root = logging.getLogger()  # the quantiser logs every rescaled channel there
+        level = root.level
+        root.setLevel(level if level <= logging.DEBUG else logging.ERROR)  # shown with -v
+        try:
+            quant.quantize_static(
+                str(prepared), str(quantized), Reader(), quant_format=quant.QuantFormat.QDQ,
+                per_channel=True, activation_type=quant.QuantType.QUInt8,
+                weight_type=quant.QuantType.QInt8,
+                calibrate_method=quant.CalibrationMethod.MinMax, nodes_to_exclude=kept,
+            )
+        finally:
+            root.setLevel(level)
         result = onnx.load(str(quantized))
     props.update({
         PRECISION_KEY: "int8",
         "int8_calibration": json.dumps({
             "images": len(paths), "split": "train", "prepared_dir": prepared_dir.name,
             "seed": seed, "method": "minmax", "format": "QDQ", "per_channel": True,
+            "kept_float": list(keep_float), "float_nodes": len(kept),
         }),
     })
     result.producer_name, result.producer_version = model.producer_name, model.producer_version
