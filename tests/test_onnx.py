@@ -216,6 +216,16 @@ def test_int8_calibrated_on_training_images(invoke, tiny, isic2017_subset, photo
     int8 = [s.p_melanoma for s in OnnxSession.load(out, "cpu").score(photos, workers=0)]
     assert np.abs(np.array(fp32) - np.array(int8)).max() < 0.1  # close, not equal
     assert OnnxSession.load(out, "cpu").precision == "int8"
+    # --keep-float leaves the named layers in float (here the attention gates), nothing else
+    kept = export(invoke, checkpoint, tmp_path / "kept.onnx", "--int8", "--calibrate", prepared,
+                  "--keep-float", "attn3,attn4")
+    calibration = json.loads({p.key: p.value for p in onnx.load(str(kept)).metadata_props}[
+        "int8_calibration"])
+    assert calibration["kept_float"] == ["attn3", "attn4"] and calibration["float_nodes"] > 0
+    wrong = invoke("export", checkpoint, "--out", tmp_path / "w.onnx", "--int8", "--calibrate",
+                   prepared, "--keep-float", "nosuchlayer")
+    assert wrong.exit_code == 1 and "matches no node" in wrong.output
+    assert not (tmp_path / "w.onnx").exists()
 
 
 def test_providers_and_missing_extra(monkeypatch) -> None:
