@@ -13,15 +13,21 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from attnmel_cli.data.sampler import OVERSAMPLE
-from attnmel_cli.losses import FOCAL_GAMMA, LAMBDA1, LAMBDA2
-
 CROP_FRACTION = 0.8  # paper §3.1: square centre crop, side 0.8·min(H, W)
 PREPARED_SIZE = 256  # paper §3.1: then resized to 256×256
 PAPER_INPUT_SIZE = 224  # random 224 crops of the 256 image in training
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 INTERPOLATION = "bilinear"
+PREPARE_VAL_FRACTION = 0.2  # prepare: share of a training-only source carved into val
+PREPARE_SEED = 0  # prepare: seed of that carve
+DEFAULT_MAX_PIXELS = 150_000_000  # decompression-bomb guard; ISIC photos are at most ~30 MP
+# The training recipe's constants (§2.2 and the authors' code), here so that reading the settings
+# imports no torch (``attnmel --help``, ONNX scoring).
+OVERSAMPLE = 4  # melanoma repeats per epoch (authors' train_oversample.csv)
+FOCAL_GAMMA = 2.0  # γ of Lin et al. and the authors' code
+LAMBDA1 = 0.001  # weight of the pool-3 Dice term (§2.2)
+LAMBDA2 = 0.01  # weight of the pool-4 Dice term: deeper features are more discriminative
 
 
 def resize_size(image_size: int) -> int:

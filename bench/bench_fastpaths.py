@@ -95,7 +95,7 @@ def section_decode(paths: list[str], reps: int) -> dict[str, Any]:
 
     from attnmel_cli.config import PREPARED_SIZE, PreprocessConfig
     from attnmel_cli.data.decode import load_photo
-    from attnmel_cli.data.transforms import photo_to_input
+    from attnmel_cli.data.tensors import photo_to_input
 
     sizes = {p: Image.open(p).size for p in paths}
     largest = max(sizes.values(), key=lambda s: s[0] * s[1])

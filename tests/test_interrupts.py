@@ -465,7 +465,7 @@ WRITERS: dict[str, int | str] = {
     "save": 0, "savefig": 0, "to_csv": 0, "savez": 0, "savez_compressed": 0, "save_file": 1,
     "dump": 1, "write_text": "self", "write_bytes": "self", "touch": "self",
 }
-MODULE_SAVES = {("torch", "save"): 1, ("np", "save"): 0}
+MODULE_SAVES = {("torch", "save"): 1, ("np", "save"): 0, ("onnx", "save"): 1}
 TEMPORARY = {"tmp", "fh"}  # the names atomic.py's temporary path (or a handle on it) goes by
 
 

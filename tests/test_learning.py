@@ -18,7 +18,8 @@ from torch import nn
 from attnmel_cli.config import PreprocessConfig
 from attnmel_cli.data.decode import load_photo
 from attnmel_cli.data.manifest import read_manifest, write_manifest
-from attnmel_cli.data.transforms import centre_crop, prepared_to_input, to_uint8_tensor
+from attnmel_cli.data.tensors import prepared_to_input, to_uint8_tensor
+from attnmel_cli.data.transforms import centre_crop
 from attnmel_cli.engine.averaging import average_state_dicts, recalibrate_batch_norm
 from attnmel_cli.engine.epoch import Step
 from attnmel_cli.engine.inference import score_paths

@@ -13,13 +13,8 @@ from PIL import Image
 
 from attnmel_cli.config import IMAGENET_MEAN, IMAGENET_STD, PreprocessConfig, resize_size
 from attnmel_cli.data.decode import load_photo
-from attnmel_cli.data.transforms import (
-    network_box,
-    normalize,
-    paper_crop_box,
-    photo_to_input,
-    to_uint8_tensor,
-)
+from attnmel_cli.data.tensors import normalize, photo_to_input, to_uint8_tensor
+from attnmel_cli.data.transforms import network_box, paper_crop_box
 from attnmel_cli.errors import InputError
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

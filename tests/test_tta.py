@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from attnmel_cli.data.decode import load_photo
-from attnmel_cli.data.transforms import photo_to_input
+from attnmel_cli.data.tensors import photo_to_input
 from attnmel_cli.engine.tta import VIEWS, apply_view, tta_forward, undo_view
 from attnmel_cli.io.checkpoint import load_checkpoint
 

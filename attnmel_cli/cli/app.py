@@ -1,7 +1,9 @@
 """attnmel's command line: the Typer app, its global options, and AttnMelError mapped to a
 one-line message and an exit code. The commands live in one module each beside this one.
 
-Records go to stdout; progress bars, logs and errors go to stderr.
+Records go to stdout; progress bars, logs and errors go to stderr. The command modules import
+torch (and scikit-learn…) inside their functions, so that ``--help``, ``--version`` and scoring
+with an ONNX model start without it.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from rich.text import Text
 from attnmel_cli.cli.console import err
 from attnmel_cli.cli.evaluate import evaluate
 from attnmel_cli.cli.explain import explain
+from attnmel_cli.cli.export import export
 from attnmel_cli.cli.options import QuietOpt, VerboseOpt, VersionOpt
 from attnmel_cli.cli.predict import predict
 from attnmel_cli.cli.prepare import prepare
@@ -72,7 +75,7 @@ def main_options(verbose: VerboseOpt = False, quiet: QuietOpt = False,
         warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
 
 
-for command in (predict, explain, evaluate, prepare):
+for command in (predict, explain, evaluate, prepare, export):
     app.command()(handle_errors(command))
 app.command("train")(handle_errors(train_command))
 

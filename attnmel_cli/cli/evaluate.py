@@ -19,9 +19,7 @@ from attnmel_cli.cli.options import (
     TtaOpt,
     WorkersOpt,
 )
-from attnmel_cli.config import default_workers
-from attnmel_cli.data.decode import DEFAULT_MAX_PIXELS
-from attnmel_cli.engine.distributed import process_group
+from attnmel_cli.config import DEFAULT_MAX_PIXELS, default_workers
 from attnmel_cli.errors import EXIT_OK, EXIT_PARTIAL
 from attnmel_cli.io.atomic import ensure_dir, refuse_unless_forced
 from attnmel_cli.io.default_model import resolve_checkpoint
@@ -106,6 +104,7 @@ def evaluate(
     Under ``torchrun --nproc_per_node N -m attnmel_cli evaluate …`` the processes share the
     scoring and rank 0 writes the report.
     """
+    from attnmel_cli.engine.distributed import process_group  # lazy: torch
     from attnmel_cli.evaluation.report import run_evaluation  # lazy: scikit-learn loads slowly
 
     fmt = check_format(fmt or "table")

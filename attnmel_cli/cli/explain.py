@@ -21,14 +21,11 @@ from attnmel_cli.cli.options import (
     TtaOpt,
     WorkersOpt,
 )
-from attnmel_cli.data.decode import DEFAULT_MAX_PIXELS
-from attnmel_cli.data.image_files import collect_inputs
-from attnmel_cli.engine.distributed import refuse
-from attnmel_cli.engine.inference import Session, resolve_device
+from attnmel_cli.config import DEFAULT_MAX_PIXELS
+from attnmel_cli.deploy.onnx_deps import is_onnx
 from attnmel_cli.errors import EXIT_OK, EXIT_PARTIAL
 from attnmel_cli.io.atomic import ensure_dir
-from attnmel_cli.io.default_model import resolve_checkpoint
-from attnmel_cli.viz.explain import check_explainable, explain_paths
+from attnmel_cli.io.default_model import default_checkpoint, resolve_checkpoint
 
 
 def explain(
@@ -47,11 +44,19 @@ def explain(
     amp: AmpOpt = True,
     tta: TtaOpt = False,
 ) -> None:
-    """Write, per image, the attention maps (CAM for vgg16-gap) over the photo at its own size."""
-    refuse("explain", "split the inputs with --shard I/N instead (one job per shard)")
+    """Write, per image, the attention maps (CAM for vgg16-gap) over the photo at its own size
+    (an ``.onnx`` checkpoint from ``attnmel export`` is run by ONNX Runtime, without torch)."""
+    from attnmel_cli.data.image_files import collect_inputs  # lazy: numpy, Pillow, OpenCV…
+    from attnmel_cli.deploy.runtime import load_session
+    from attnmel_cli.viz.explain import check_explainable, explain_paths
+
+    if not is_onnx(checkpoint if checkpoint is not None else default_checkpoint()):
+        from attnmel_cli.engine.distributed import refuse  # lazy: torch
+
+        refuse("explain", "split the inputs with --shard I/N instead (one job per shard)")
     inputs = collect_inputs(paths, recursive, shard_spec)
     ensure_dir(out)  # a folder that cannot be written fails now, not once per image
-    session = Session.load(resolve_checkpoint(checkpoint), resolve_device(device))
+    session = load_session(resolve_checkpoint(checkpoint), device)
     check_explainable(session)
     failed = 0
     with progress() as bar:

@@ -12,7 +12,8 @@ from attnmel_cli import __version__
 CheckpointOpt = Annotated[
     Path | None,
     typer.Option("--checkpoint", "-c",
-                 help="attnmel .safetensors checkpoint (default: the model shipped with attnmel)."),
+                 help="attnmel .safetensors checkpoint, or an ONNX model from `attnmel export` "
+                 "(default: the model shipped with attnmel)."),
 ]
 PathsArg = Annotated[
     list[str],

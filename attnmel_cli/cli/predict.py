@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -23,14 +23,10 @@ from attnmel_cli.cli.options import (
     TtaOpt,
     WorkersOpt,
 )
-from attnmel_cli.cli.scoring import Row, predict_rows
-from attnmel_cli.config import default_workers
-from attnmel_cli.data.decode import DEFAULT_MAX_PIXELS
-from attnmel_cli.data.image_files import collect_inputs
-from attnmel_cli.engine.distributed import Dist, process_group
-from attnmel_cli.engine.inference import Session
+from attnmel_cli.config import DEFAULT_MAX_PIXELS, default_workers
+from attnmel_cli.deploy.onnx_deps import is_onnx
 from attnmel_cli.errors import EXIT_OK, EXIT_PARTIAL
-from attnmel_cli.io.default_model import resolve_checkpoint
+from attnmel_cli.io.default_model import default_checkpoint, resolve_checkpoint
 from attnmel_cli.io.records import (
     LEGACY_LABEL_NOTE,
     RecordWriter,
@@ -38,10 +34,11 @@ from attnmel_cli.io.records import (
     default_format,
     record,
 )
-from attnmel_cli.viz.overlay import check_overlay_options, overlay_map_name
 
 if TYPE_CHECKING:
-    import torch
+    from attnmel_cli.cli.scoring import Row
+    from attnmel_cli.engine.distributed import Dist
+    from attnmel_cli.engine.scored import ScoringSession
 
 
 def predict(
@@ -78,20 +75,37 @@ def predict(
     by default a table on a terminal and CSV when piped.
 
     Under ``torchrun --nproc_per_node N -m attnmel_cli predict …`` each process scores a block of
-    the inputs and rank 0 writes all the records, in input order.
+    the inputs and rank 0 writes all the records, in input order. An ``.onnx`` checkpoint (from
+    ``attnmel export``) is scored by ONNX Runtime in one process, without importing torch.
     """
+    options = (paths, checkpoint, recursive, fmt, threshold, overlay, overlay_dir, overlay_map,
+               batch_size, workers, max_pixels, force, shard_spec, amp, tta)
+    if is_onnx(checkpoint if checkpoint is not None else default_checkpoint()):
+        from attnmel_cli.deploy.runtime import OnnxSession
+
+        _predict(None, lambda path: OnnxSession.load(path, device), *options)
+        return
+    from attnmel_cli.engine.distributed import process_group  # lazy: torch
+    from attnmel_cli.engine.inference import Session
+
     with process_group(device) as (dist, dev):
-        _predict(dist, dev, paths, checkpoint, recursive, fmt, threshold, overlay, overlay_dir,
-                 overlay_map, batch_size, workers, max_pixels, force, shard_spec, amp, tta)
+        _predict(dist, lambda path: Session.load(path, dev), *options)
 
 
 def _predict(
-    dist: Dist, dev: torch.device, paths: list[str], checkpoint: Path | None, recursive: bool,
-    fmt: str | None, threshold: float, overlay: Path | None, overlay_dir: Path | None,
-    overlay_map: str, batch_size: int, workers: int | None, max_pixels: int, force: bool,
-    shard_spec: str | None, amp: bool, tta: bool,
+    dist: Dist | None, load: Callable[[Path], ScoringSession], paths: list[str],
+    checkpoint: Path | None, recursive: bool, fmt: str | None, threshold: float,
+    overlay: Path | None, overlay_dir: Path | None, overlay_map: str, batch_size: int,
+    workers: int | None, max_pixels: int, force: bool, shard_spec: str | None, amp: bool,
+    tta: bool,
 ) -> None:
+    """``dist``: this process's place under torchrun (None: ONNX Runtime, one process)."""
+    from attnmel_cli.cli.scoring import predict_rows  # lazy: numpy, Pillow, OpenCV…
+    from attnmel_cli.data.image_files import collect_inputs
+    from attnmel_cli.viz.overlay import check_overlay_options, overlay_map_name
+
     fmt = fmt or default_format()
+    is_main = dist is None or dist.is_main
 
     def setup() -> tuple[list[str], Path]:  # on rank 0 only under torchrun (reads stdin)
         check_format(fmt)
@@ -99,28 +113,31 @@ def _predict(
         check_overlay_options(inputs, overlay, overlay_dir, force)
         return inputs, resolve_checkpoint(checkpoint)
 
-    inputs, checkpoint_path = dist.on_main(setup)
-    session = Session.load(checkpoint_path, dev)
+    inputs, checkpoint_path = dist.on_main(setup) if dist is not None else setup()
+    session = load(checkpoint_path)
     map_name = (
         overlay_map_name(session, overlay_map)
         if overlay is not None or overlay_dir is not None else None
     )
-    lo, hi = dist.bounds(len(inputs))  # this process's block (all of them outside torchrun)
+    # This process's block (all of them outside torchrun).
+    lo, hi = dist.bounds(len(inputs)) if dist is not None else (0, len(inputs))
+    if workers is None:
+        workers = dist.workers(default_workers()) if dist is not None else default_workers()
 
     def results() -> Iterator[Row]:
-        with progress(dist.is_main) as bar:
+        with progress(is_main) as bar:
             task = bar.add_task("scoring", total=hi - lo)
             yield from predict_rows(
                 session, inputs, (lo, hi), overlay=overlay, overlay_dir=overlay_dir,
                 map_name=map_name, batch_size=batch_size,
-                workers=dist.workers(default_workers()) if workers is None else workers,
+                workers=workers,
                 max_pixels=max_pixels, force=force, amp=amp, tta=tta,
                 advance=lambda: bar.advance(task),
             )
 
     # One process streams its records; under torchrun rank 0 gathers every block, in order.
-    rows = dist.collect(results())
-    if not dist.is_main:
+    rows = dist.collect(results()) if dist is not None else results()
+    if not is_main:
         raise typer.Exit(EXIT_OK)
     writer, failed = RecordWriter(fmt), 0
     if fmt != "table":

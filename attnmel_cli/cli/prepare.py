@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.progress import TaskID
-from rich.table import Table
 
 from attnmel_cli.cli.console import err, log, progress
 from attnmel_cli.cli.options import MaxPixelsOpt, WorkersOpt
-from attnmel_cli.data.decode import DEFAULT_MAX_PIXELS
-from attnmel_cli.data.prepare import (
-    DEFAULT_SEED,
-    DEFAULT_VAL_FRACTION,
-    PrepareResult,
-    prepare_dataset,
-)
-from attnmel_cli.engine.distributed import refuse
+from attnmel_cli.config import DEFAULT_MAX_PIXELS, PREPARE_SEED, PREPARE_VAL_FRACTION
+
+if TYPE_CHECKING:
+    from rich.progress import TaskID
+    from rich.table import Table
+
+    from attnmel_cli.data.prepare import PrepareResult
 
 
 def prepare(
@@ -39,8 +36,8 @@ def prepare(
         float,
         typer.Option(min=0.0, help="Share of train carved into a stratified val split when the "
                      "source has none (0: none)."),
-    ] = DEFAULT_VAL_FRACTION,
-    seed: Annotated[int, typer.Option(help="Seed of the val split carve.")] = DEFAULT_SEED,
+    ] = PREPARE_VAL_FRACTION,
+    seed: Annotated[int, typer.Option(help="Seed of the val split carve.")] = PREPARE_SEED,
     workers: WorkersOpt = None,
     force: Annotated[
         bool,
@@ -49,6 +46,9 @@ def prepare(
     max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
 ) -> None:
     """Check a labelled dataset, then write it preprocessed (paper crop, 256×256) with its masks."""
+    from attnmel_cli.data.prepare import prepare_dataset  # lazy: numpy, Pillow
+    from attnmel_cli.engine.distributed import refuse  # lazy: torch
+
     refuse("prepare")
     with progress() as bar:
         tasks: dict[str, TaskID] = {}
@@ -73,6 +73,8 @@ def prepare(
 
 def summary_table(result: PrepareResult) -> Table:
     """The prepared dir per split, as a Rich table for stderr."""
+    from rich.table import Table
+
     table = Table(
         title=f"{result.out} · {result.layout}"
         + (" · val carved from train" if result.carved_val else "")

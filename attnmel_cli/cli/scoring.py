@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from attnmel_cli.data.decode import DEFAULT_MAX_PIXELS
-from attnmel_cli.engine.inference import Session
+from attnmel_cli.engine.scored import ScoringSession
 from attnmel_cli.errors import AttnMelError
 from attnmel_cli.viz.overlay import overlay_target, write_overlay
 
@@ -14,7 +14,7 @@ Row = tuple[str, float | None, str | None]  # path, p_melanoma, error
 
 
 def predict_rows(
-    session: Session,
+    session: ScoringSession,
     inputs: Sequence[str],
     block: tuple[int, int],
     *,

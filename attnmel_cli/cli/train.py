@@ -12,7 +12,6 @@ import typer
 
 from attnmel_cli.cli.console import err, log
 from attnmel_cli.config import TrainConfig
-from attnmel_cli.engine.distributed import from_env
 
 
 def _parameters() -> list[inspect.Parameter]:
@@ -36,6 +35,7 @@ def train_command(**options: Any) -> None:
     Several GPUs or machines: ``torchrun --nproc_per_node N -m attnmel_cli train …``
     (--batch-size stays the global batch).
     """
+    from attnmel_cli.engine.distributed import from_env  # lazy: torch
     from attnmel_cli.engine.trainer import train  # lazy: imports scikit-learn
     from attnmel_cli.io.run_dir import BEST
 

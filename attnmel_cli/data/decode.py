@@ -13,16 +13,17 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from attnmel_cli.config import CROP_FRACTION
+from attnmel_cli.config import CROP_FRACTION, DEFAULT_MAX_PIXELS
 from attnmel_cli.errors import InputError
 
 log = logging.getLogger("attnmel")
+
+__all__ = ["DEFAULT_MAX_PIXELS", "IMAGE_SUFFIXES", "MIN_SIDE", "load_photo"]
 
 # What every command takes for an image file (prepare's sources, predict's folders…).
 IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".ppm"}
 )
-DEFAULT_MAX_PIXELS = 150_000_000  # decompression-bomb guard; ISIC photos are at most ~30 MP
 MIN_SIDE = 16  # smaller images carry no lesion detail worth scoring
 
 # attnmel applies its own pixel limit (with a flag to raise it) instead of Pillow's global one.

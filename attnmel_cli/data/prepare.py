@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from attnmel_cli import __version__
-from attnmel_cli.config import default_prepare_workers
+from attnmel_cli.config import PREPARE_SEED, PREPARE_VAL_FRACTION, default_prepare_workers
 from attnmel_cli.data.checks import Job, assign_splits, inspect_job, match_files, rel_path
 from attnmel_cli.data.decode import DEFAULT_MAX_PIXELS
 from attnmel_cli.data.manifest import MANIFEST_NAME, SPLITS, Problems, Row, write_manifest
@@ -36,8 +36,6 @@ from attnmel_cli.io.atomic import ensure_dir, refuse_unless_forced, write_text_a
 
 META_NAME = "prepare.json"
 META_FORMAT = "attnmel-prepared"
-DEFAULT_VAL_FRACTION = 0.2
-DEFAULT_SEED = 0
 
 ProgressFn = Callable[[str, int, int], None]  # (phase, done, total)
 T = TypeVar("T")
@@ -203,8 +201,8 @@ def prepare_dataset(
     out: str | Path,
     *,
     dataset: str = "auto",
-    val_fraction: float = DEFAULT_VAL_FRACTION,
-    seed: int = DEFAULT_SEED,
+    val_fraction: float = PREPARE_VAL_FRACTION,
+    seed: int = PREPARE_SEED,
     workers: int | None = None,
     force: bool = False,
     progress: ProgressFn | None = None,

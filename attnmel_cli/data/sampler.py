@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 from torch.utils.data import Sampler
 
-OVERSAMPLE = 4  # melanoma repeats per epoch (authors' train_oversample.csv)
+from attnmel_cli.config import OVERSAMPLE
 
 
 class OversamplingSampler(Sampler[tuple[int, int]]):

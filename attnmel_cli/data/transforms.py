@@ -3,7 +3,8 @@
 Photo ──decode (:mod:`attnmel_cli.data.decode`)──▶ square centre crop of side 0.8·min(H, W)
 ──resize──▶ 256×256 (the *prepared* image, as ``prepare`` stores it) ──resize to
 R = round(S·256/224), centre crop S──▶ network input (S = the checkpoint's ``image_size``).
-The parameters are :class:`attnmel_cli.config.PreprocessConfig`'s.
+The parameters are :class:`attnmel_cli.config.PreprocessConfig`'s. Numpy and Pillow only: the
+ONNX Runtime path scores without torch; :mod:`attnmel_cli.data.tensors` wraps these for PyTorch.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import torch
 from PIL import Image
 
 from attnmel_cli.config import CROP_FRACTION, PREPARED_SIZE, PreprocessConfig
@@ -56,34 +56,33 @@ def centre_crop(img: Image.Image, size: int) -> Image.Image:
     return img.crop((left, top, left + size, top + size))
 
 
-def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """uint8 images (..., 3, H, W) → float32 (x/255 − mean) / std, on the images' device.
+def normalize_array(images: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """uint8 images (..., 3, H, W) → float32 (x/255 − mean) / std.
 
-    The one normalisation of attnmel: training normalises its batches with it on the device,
-    scoring each image with it in the loader (:func:`prepared_to_input`).
+    Scoring's normalisation (PyTorch and ONNX Runtime alike); training applies the same formula
+    to its batches on the device (:func:`attnmel_cli.data.tensors.normalize`).
     """
-    shape = (3, 1, 1)
-    m = torch.tensor(mean, dtype=torch.float32, device=images.device).view(shape)
-    s = torch.tensor(std, dtype=torch.float32, device=images.device).view(shape)
-    return (images.float() / 255.0 - m) / s
+    m = np.asarray(mean, dtype=np.float32).reshape(3, 1, 1)
+    s = np.asarray(std, dtype=np.float32).reshape(3, 1, 1)
+    return (images.astype(np.float32) / np.float32(255.0) - m) / s
 
 
-def to_uint8_tensor(img: Image.Image) -> torch.Tensor:
-    """RGB image → uint8 tensor (3, H, W)."""
-    arr = np.asarray(img, dtype=np.uint8)
-    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
+def to_chw(img: Image.Image) -> np.ndarray:
+    """RGB image → uint8 array (3, H, W)."""
+    return np.ascontiguousarray(np.asarray(img, dtype=np.uint8).transpose(2, 0, 1))
 
 
-def prepared_to_input(img: Image.Image, pre: PreprocessConfig) -> torch.Tensor:
-    """A prepared 256×256 image → network input (3, S, S): resize to R, centre crop S,
+def prepared_to_array(img: Image.Image, pre: PreprocessConfig) -> np.ndarray:
+    """A prepared 256×256 image → network input (3, S, S) float32: resize to R, centre crop S,
     normalise."""
     r = pre.resize
     if img.size != (r, r):
         img = img.resize((r, r), Image.BILINEAR)
-    return normalize(to_uint8_tensor(centre_crop(img, pre.image_size)), pre.mean, pre.std)
+    return normalize_array(to_chw(centre_crop(img, pre.image_size)), pre.mean, pre.std)
 
 
-def photo_to_input(img: Image.Image, pre: PreprocessConfig) -> torch.Tensor:
-    """A decoded photograph → network input (3, S, S), exactly as ``prepare`` + inference do."""
+def photo_to_array(img: Image.Image, pre: PreprocessConfig) -> np.ndarray:
+    """A decoded photograph → network input (3, S, S) float32, exactly as ``prepare`` + inference
+    do."""
     cropped = paper_crop(img, pre.prepared_size, pre.crop_fraction)
-    return prepared_to_input(cropped, pre)
+    return prepared_to_array(cropped, pre)

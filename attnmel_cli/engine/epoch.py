@@ -13,7 +13,7 @@ from torch import Tensor
 
 from attnmel_cli.config import PreprocessConfig, TrainConfig
 from attnmel_cli.data.manifest import Row
-from attnmel_cli.data.transforms import normalize
+from attnmel_cli.data.tensors import normalize
 from attnmel_cli.engine.distributed import SINGLE, Dist
 from attnmel_cli.engine.inference import score_paths
 from attnmel_cli.engine.optim import Optimisation

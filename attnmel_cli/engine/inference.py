@@ -8,32 +8,20 @@ A file that cannot be used yields a :class:`Scored` with ``error`` set; the rest
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from attnmel_cli.config import PREPARED_SIZE, default_workers
-from attnmel_cli.data.decode import DEFAULT_MAX_PIXELS, load_photo
-from attnmel_cli.data.transforms import photo_to_input, prepared_to_input
-from attnmel_cli.data.writer import is_prepared_image
+from attnmel_cli.config import default_workers
+from attnmel_cli.data.decode import DEFAULT_MAX_PIXELS
+from attnmel_cli.engine.scored import Scored, load_input, map_names
 from attnmel_cli.engine.tta import tta_forward
 from attnmel_cli.errors import AttnMelError, InputError
 from attnmel_cli.io.checkpoint import CheckpointMeta, load_checkpoint
 from attnmel_cli.models.attnmel import AttnMelNet
-
-
-@dataclass
-class Scored:
-    """One input's result: melanoma probability and (optionally) its maps at network resolution."""
-
-    index: int
-    path: str
-    p_melanoma: float | None = None
-    maps: dict[str, np.ndarray] = field(default_factory=dict)  # name → (h, w) float32
-    error: str | None = None
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -56,11 +44,8 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 class ImageFiles(Dataset):
-    """Paths → (index, input tensor (3, S, S) or None, error message or None).
-
-    ``prepared``: every path is a prepared 256×256 image; otherwise each file is checked, and
-    one that ``prepare`` wrote (:func:`attnmel_cli.data.writer.is_prepared_image`) skips the
-    paper crop, which it has had already.
+    """Paths → (index, input tensor (3, S, S) or None, error message or None), each through
+    :func:`attnmel_cli.engine.scored.load_input` (``prepared``: every path is a prepared image).
     """
 
     def __init__(
@@ -80,10 +65,9 @@ class ImageFiles(Dataset):
     def __getitem__(self, index: int) -> tuple[int, torch.Tensor | None, str | None]:
         path = self.paths[index]
         try:
-            img = load_photo(path, max_pixels=self.max_pixels, draft_min_side=PREPARED_SIZE)
-            prepared = self.prepared or is_prepared_image(img)
-            to_input = prepared_to_input if prepared else photo_to_input
-            return index, to_input(img, self.meta.preprocess), None
+            x = load_input(path, self.meta.preprocess, prepared=self.prepared,
+                           max_pixels=self.max_pixels)
+            return index, torch.from_numpy(x), None
         except InputError as exc:
             return index, None, str(exc)
 
@@ -205,7 +189,7 @@ class Session:
 
     def map_names(self) -> list[str]:
         """The maps this checkpoint's variant produces (pool3/pool4 or cam, or none)."""
-        return {"attnmel": ["pool3", "pool4"], "vgg16-gap": ["cam"]}.get(self.meta.arch, [])
+        return map_names(self.meta)
 
     def score(
         self,

@@ -12,8 +12,7 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import Tensor
 
-# (k quarter turns, horizontal flip first) for the 8 elements of the dihedral group D4.
-VIEWS: tuple[tuple[int, bool], ...] = tuple((k, flip) for flip in (False, True) for k in range(4))
+from attnmel_cli.engine.scored import VIEWS
 
 
 def apply_view(x: Tensor, k: int, flip: bool) -> Tensor:

@@ -22,7 +22,7 @@ def load_mask(
 
     A prepared mask (256×256, aligned with its image: ``prepared``, or one ``prepare`` wrote, as
     :func:`attnmel_cli.data.writer.is_prepared_image` tells) is resized to R and centre-cropped
-    to S as the image is (``data.transforms.prepared_to_input``); a photo-sized mask first gets
+    to S as the image is (``data.transforms.prepared_to_array``); a photo-sized mask first gets
     the photo's EXIF orientation (as ``prepare`` does), then the paper crop. Nearest-neighbour
     throughout, so the mask stays binary. With ``photo`` (its image), a mask that is not on the
     image's pixel grid is refused (InputError), before the mask is decoded; so is a mask

@@ -15,12 +15,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
-from torch import Tensor
 
 from attnmel_cli import __version__
 from attnmel_cli.config import (
@@ -34,9 +31,14 @@ from attnmel_cli.config import (
 )
 from attnmel_cli.errors import AttnMelError, CheckpointError
 from attnmel_cli.io.atomic import atomic_path
-from attnmel_cli.models.attnmel import ARCHS, CLASSES, AttnMelNet
 from attnmel_cli.models.backbones.base import DEFAULT_STRIDES, check_backbone_name
-from attnmel_cli.models.registry import model_from_meta
+from attnmel_cli.models.names import ARCHS, CLASSES
+
+if TYPE_CHECKING:  # CheckpointMeta is read without torch too (ONNX models carry the header)
+    import torch
+    from torch import Tensor
+
+    from attnmel_cli.models.attnmel import AttnMelNet
 
 FORMAT = "attnmel-checkpoint"
 FORMAT_VERSION = 1
@@ -217,6 +219,13 @@ def read_tensors(path: str | Path) -> tuple[dict[str, Tensor], dict[str, str]]:
     return tensors, header
 
 
+def save_file(tensors: dict[str, Tensor], tmp: str, metadata: dict[str, str]) -> None:
+    """``safetensors.torch.save_file``, imported on first use: metadata reads without torch."""
+    import safetensors.torch
+
+    safetensors.torch.save_file(tensors, tmp, metadata=metadata)
+
+
 def write_tensors(
     path: str | Path, tensors: dict[str, Tensor], header: dict[str, str], *, overwrite: bool = True
 ) -> Path:
@@ -238,22 +247,28 @@ def save_checkpoint(
     return write_tensors(path, state, meta.to_header(), overwrite=overwrite)
 
 
-def read_metadata(path: str | Path) -> CheckpointMeta:
-    """Validated metadata of an attnmel checkpoint, without building the model."""
-    path = Path(path)
+def read_header(path: str | Path) -> dict[str, str]:
+    """The raw header metadata of a safetensors file, without reading its tensors."""
     try:
-        with safe_open(str(path), framework="pt", device="cpu") as fh:
-            header = fh.metadata()
+        with safe_open(str(path), framework="numpy") as fh:
+            return fh.metadata() or {}
     except (SafetensorError, OSError, ValueError, RuntimeError):
         read_tensors(path)  # raises the precise error
         raise
-    return CheckpointMeta.from_header(path, header)
+
+
+def read_metadata(path: str | Path) -> CheckpointMeta:
+    """Validated metadata of an attnmel checkpoint, without building the model."""
+    path = Path(path)
+    return CheckpointMeta.from_header(path, read_header(path))
 
 
 def load_checkpoint(
     path: str | Path, device: str | torch.device = "cpu"
 ) -> tuple[AttnMelNet, CheckpointMeta]:
     """Validate, build the model the metadata describes, load the tensors strictly; eval mode."""
+    from attnmel_cli.models.registry import model_from_meta
+
     path = Path(path)
     tensors, header = read_tensors(path)
     meta = CheckpointMeta.from_header(path, header)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-FOCAL_GAMMA = 2.0  # γ of Lin et al. and the authors' code
+from attnmel_cli.config import FOCAL_GAMMA
 
 
 def focal_loss(logits: Tensor, labels: Tensor, gamma: float = FOCAL_GAMMA) -> Tensor:

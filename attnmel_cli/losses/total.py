@@ -6,11 +6,9 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
+from attnmel_cli.config import FOCAL_GAMMA, LAMBDA1, LAMBDA2
 from attnmel_cli.losses.dice import batch_dice_loss
-from attnmel_cli.losses.focal import FOCAL_GAMMA, focal_loss
-
-LAMBDA1 = 0.001  # weight of the pool-3 Dice term (§2.2)
-LAMBDA2 = 0.01  # weight of the pool-4 Dice term: deeper features are more discriminative
+from attnmel_cli.losses.focal import focal_loss
 
 
 @dataclass(frozen=True)

@@ -24,9 +24,9 @@ from attnmel_cli.errors import AttnMelError
 from attnmel_cli.models.attention import ATTENTION_FEATURES, AttentionGate
 from attnmel_cli.models.backbones.base import DEFAULT_STRIDES, VGG_BACKBONES, make_backbone
 from attnmel_cli.models.backbones.vgg import scaled
+from attnmel_cli.models.names import ARCHS, CLASSES
 
-ARCHS = ("attnmel", "mel-cnn", "vgg16-gap", "vgg16")
-CLASSES = ("other", "melanoma")  # index 1 is the melanoma probability
+__all__ = ["ARCHS", "CLASSES", "AttnMelNet", "check_image_size"]
 Maps = dict[str, Tensor]
 
 

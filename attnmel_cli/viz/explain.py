@@ -12,7 +12,7 @@ import numpy as np
 from attnmel_cli.data.decode import DEFAULT_MAX_PIXELS, load_photo
 from attnmel_cli.data.transforms import network_box
 from attnmel_cli.data.writer import is_prepared_image
-from attnmel_cli.engine.inference import Scored, Session
+from attnmel_cli.engine.scored import Scored, ScoringSession
 from attnmel_cli.errors import AttnMelError
 from attnmel_cli.io.atomic import atomic_path
 from attnmel_cli.io.checkpoint import CheckpointMeta
@@ -54,7 +54,7 @@ def write_explanation(
     return written
 
 
-def check_explainable(session: Session) -> None:
+def check_explainable(session: ScoringSession) -> None:
     """Refuse a checkpoint whose variant has no map to draw."""
     if not session.map_names():
         raise AttnMelError(
@@ -64,7 +64,7 @@ def check_explainable(session: Session) -> None:
 
 
 def explain_paths(
-    session: Session,
+    session: ScoringSession,
     inputs: Sequence[str],
     out: Path,
     *,

@@ -17,7 +17,7 @@ from PIL import Image, ImageDraw, ImageFont
 from attnmel_cli.data.decode import DEFAULT_MAX_PIXELS, load_photo
 from attnmel_cli.data.transforms import network_box
 from attnmel_cli.data.writer import is_prepared_image
-from attnmel_cli.engine.inference import Scored, Session
+from attnmel_cli.engine.scored import Scored, ScoringSession
 from attnmel_cli.errors import AttnMelError
 from attnmel_cli.io.atomic import atomic_path, ensure_dir, refuse_unless_forced
 from attnmel_cli.io.checkpoint import CheckpointMeta
@@ -161,7 +161,7 @@ def check_overlay_options(
             ensure_dir(folder)
 
 
-def overlay_map_name(session: Session, requested: str) -> str:
+def overlay_map_name(session: ScoringSession, requested: str) -> str:
     """The map drawn in overlays: ``auto`` is the deepest one (pool-4, or the CAM)."""
     names = session.map_names()
     name = names[-1] if requested == "auto" and names else requested

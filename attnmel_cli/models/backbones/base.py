@@ -9,11 +9,12 @@ feature guides them (pool-5, stride 32). Names: ``vgg16_bn`` and ``vgg16`` (the 
 
 from __future__ import annotations
 
-from typing import Protocol
-
-from torch import Tensor, nn
+from typing import TYPE_CHECKING, Protocol
 
 from attnmel_cli.errors import AttnMelError
+
+if TYPE_CHECKING:  # names and checks here serve checkpoint metadata, read without torch too
+    from torch import Tensor, nn
 
 VGG_BACKBONES = ("vgg16_bn", "vgg16")
 LITE_BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")

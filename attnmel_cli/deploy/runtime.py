@@ -1,0 +1,217 @@
+"""Scoring with an exported ONNX model through ONNX Runtime, without torch: the same
+:class:`attnmel_cli.engine.scored.Scored` results, in input order, as the PyTorch session.
+
+Photos are decoded and preprocessed (numpy/Pillow, :func:`attnmel_cli.engine.scored.load_input`)
+by a thread pool while ONNX Runtime runs the previous batch (Pillow releases the GIL while it
+decodes and resizes). The checkpoint metadata travels in the model's metadata properties
+(:mod:`attnmel_cli.deploy.export`), so the file alone is enough.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from attnmel_cli.config import default_workers
+from attnmel_cli.data.decode import DEFAULT_MAX_PIXELS
+from attnmel_cli.deploy.onnx_deps import (
+    INPUT_NAME,
+    LOGITS_NAME,
+    PRECISION_KEY,
+    is_onnx,
+    require,
+)
+from attnmel_cli.engine.scored import (
+    VIEWS,
+    Scored,
+    ScoringSession,
+    apply_view,
+    load_input,
+    map_names,
+    undo_view,
+)
+from attnmel_cli.errors import AttnMelError, CheckpointError, InputError
+from attnmel_cli.io.checkpoint import FORMAT, CheckpointMeta
+
+T = TypeVar("T")
+R = TypeVar("R")
+Loaded = tuple[np.ndarray | None, str | None]  # input (3, S, S) or None, error or None
+
+
+def providers(device: str, available: Sequence[str]) -> list[Any]:
+    """ONNX Runtime execution providers for ``--device``: ``auto`` is CUDA when ONNX Runtime has
+    it, then the CPU; ``cuda[:N]`` needs it; ``cpu`` is the CPU alone."""
+    cuda, cpu = "CUDAExecutionProvider" in available, "CPUExecutionProvider"
+    if device == "auto":
+        return ["CUDAExecutionProvider", cpu] if cuda else [cpu]
+    if device == "cpu":
+        return [cpu]
+    if device == "cuda" or device.startswith("cuda:"):
+        if not cuda:
+            raise AttnMelError(
+                f"device {device!r} requested but this onnxruntime has no CUDA execution provider "
+                "(install onnxruntime-gpu)"
+            )
+        index = device.partition(":")[2] or "0"
+        if not index.isdigit():
+            raise AttnMelError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
+        return [("CUDAExecutionProvider", {"device_id": int(index)}), cpu]
+    raise AttnMelError(f"device {device!r} is not available to ONNX Runtime; use auto, cpu or cuda")
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of (N, K) logits, in float32 as the PyTorch path computes it."""
+    z = logits.astype(np.float32)
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Iterator[R]:
+    """``map(fn, items)`` computed by ``workers`` threads (0: in this thread), in order, with at
+    most a few results per worker waiting: memory stays flat however many items there are."""
+    if workers <= 0:
+        yield from map(fn, items)
+        return
+    with ThreadPoolExecutor(workers) as pool:
+        pending: deque[Future[R]] = deque()
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) >= 4 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+@dataclass
+class OnnxSession:
+    """An exported model loaded in ONNX Runtime, ready to score (see :class:`ScoringSession`)."""
+
+    session: Any  # onnxruntime.InferenceSession
+    meta: CheckpointMeta
+    name: str
+    outputs: list[str]
+    precision: str
+
+    @classmethod
+    def load(cls, path: Path, device: str = "auto") -> OnnxSession:
+        """Load the ONNX model ``path``; its metadata is validated as a checkpoint's is."""
+        ort = require("onnxruntime")
+        if not path.is_file():
+            raise CheckpointError(
+                f"{path}: ONNX model not found" if not path.exists() else f"{path}: not a file"
+            )
+        chosen = providers(device, ort.get_available_providers())
+        options = ort.SessionOptions()
+        options.log_severity_level = 3  # errors only: no warnings on stderr about the graph
+        try:
+            session = ort.InferenceSession(str(path), options, providers=chosen)
+        except Exception as exc:  # ONNX Runtime's own exception types (InvalidProtobuf, Fail…)
+            reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+            raise CheckpointError(f"{path}: not an ONNX model ONNX Runtime can load ({reason})") \
+                from None
+        props = dict(session.get_modelmeta().custom_metadata_map)
+        if props.get("format") != FORMAT:
+            raise CheckpointError(
+                f"{path}: an ONNX model without attnmel metadata; write it with `attnmel export`"
+            )
+        meta = CheckpointMeta.from_header(path, props)
+        outputs = [o.name for o in session.get_outputs()]
+        inputs = [i.name for i in session.get_inputs()]
+        missing = [n for n in (LOGITS_NAME, *map_names(meta)) if n not in outputs]
+        if inputs != [INPUT_NAME] or missing:
+            raise CheckpointError(
+                f"{path}: expected input {INPUT_NAME!r} and outputs {LOGITS_NAME!r}, "
+                f"{', '.join(map_names(meta)) or 'no map'}; found inputs {inputs}, "
+                f"outputs {outputs}"
+            )
+        return cls(session, meta, path.name, outputs, props.get(PRECISION_KEY, "fp32"))
+
+    def map_names(self) -> list[str]:
+        """The maps this model's variant produces (pool3/pool4 or cam, or none)."""
+        return map_names(self.meta)
+
+    def forward(
+        self, x: np.ndarray, *, tta: bool = False
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Inputs (N, 3, S, S) float32 → class probabilities (N, K) and each map (N, 1, h, w);
+        ``tta``: averaged over the 8 flips/rotations, each map turned back first."""
+        views = VIEWS if tta else ((0, False),)
+        prob_sum: np.ndarray | None = None
+        map_sums: dict[str, np.ndarray] = {}
+        for k, flip in views:
+            run = self.session.run(None, {INPUT_NAME: apply_view(x, k, flip)})
+            out = dict(zip(self.outputs, run, strict=True))
+            probs = softmax(out.pop(LOGITS_NAME))
+            prob_sum = probs if prob_sum is None else prob_sum + probs
+            for name, m in out.items():
+                m = undo_view(m.astype(np.float32), k, flip)
+                map_sums[name] = map_sums[name] + m if name in map_sums else m
+        assert prob_sum is not None
+        n = np.float32(len(views))
+        return prob_sum / n, {name: s / n for name, s in map_sums.items()}
+
+    def score(
+        self,
+        paths: Sequence[str],
+        *,
+        batch_size: int = 16,
+        workers: int | None = None,
+        keep_maps: bool = False,
+        prepared: bool = False,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        amp: bool = False,  # the PyTorch session's option (bf16 on CUDA); no effect here
+        tta: bool = False,
+    ) -> Iterator[Scored]:
+        """Score ``paths`` in input order (``workers`` decoding threads; ``tta``: the 8
+        flips/rotations averaged, 8× the work)."""
+        pre = self.meta.preprocess
+
+        def load(path: str) -> Loaded:
+            try:
+                return load_input(path, pre, prepared=prepared, max_pixels=max_pixels), None
+            except InputError as exc:
+                return None, str(exc)
+
+        workers = default_workers() if workers is None else workers
+        batch: list[tuple[int, str, Loaded]] = []
+        for index, (path, loaded) in enumerate(
+            zip(paths, ordered_map(load, paths, workers), strict=True)
+        ):
+            batch.append((index, str(path), loaded))
+            if len(batch) == batch_size:
+                yield from self._score_batch(batch, keep_maps, tta)
+                batch = []
+        if batch:
+            yield from self._score_batch(batch, keep_maps, tta)
+
+    def _score_batch(
+        self, batch: list[tuple[int, str, Loaded]], keep_maps: bool, tta: bool
+    ) -> Iterator[Scored]:
+        ok = [(i, x) for i, (_, _, (x, _)) in enumerate(batch) if x is not None]
+        probs, maps = self.forward(np.stack([x for _, x in ok]), tta=tta) if ok else (None, {})
+        row = {i: r for r, (i, _) in enumerate(ok)}
+        for i, (index, path, (_, error)) in enumerate(batch):
+            if i not in row:
+                yield Scored(index, path, error=error)
+                continue
+            r = row[i]
+            yield Scored(
+                index, path, float(probs[r, 1]),  # type: ignore[index]
+                {k: v[r, 0] for k, v in maps.items()} if keep_maps else {},
+            )
+
+
+def load_session(path: Path, device: str = "auto") -> ScoringSession:
+    """A scoring session for ``path``: ONNX Runtime for an ``.onnx`` file (no torch imported),
+    PyTorch for an attnmel checkpoint."""
+    if is_onnx(path):
+        return OnnxSession.load(path, device)
+    from attnmel_cli.engine.inference import Session, resolve_device  # lazy: torch
+
+    return Session.load(path, resolve_device(device))

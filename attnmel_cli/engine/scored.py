@@ -1,0 +1,83 @@
+"""What every scoring session shares, PyTorch and ONNX Runtime alike, without importing torch:
+one input's result (:class:`Scored`), the decode + preprocess step (:func:`load_input`) and the
+interface ``predict``/``explain`` drive (:class:`ScoringSession`)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from attnmel_cli.config import PREPARED_SIZE, PreprocessConfig
+from attnmel_cli.data.decode import DEFAULT_MAX_PIXELS, load_photo
+from attnmel_cli.data.transforms import photo_to_array, prepared_to_array
+from attnmel_cli.data.writer import is_prepared_image
+from attnmel_cli.io.checkpoint import CheckpointMeta
+from attnmel_cli.models.names import MAPS
+
+# Test-time augmentation (:mod:`attnmel_cli.engine.tta`): (k quarter turns, horizontal flip
+# first) for the 8 elements of the dihedral group D4.
+VIEWS: tuple[tuple[int, bool], ...] = tuple((k, flip) for flip in (False, True) for k in range(4))
+
+
+@dataclass
+class Scored:
+    """One input's result: melanoma probability and (optionally) its maps at network resolution."""
+
+    index: int
+    path: str
+    p_melanoma: float | None = None
+    maps: dict[str, np.ndarray] = field(default_factory=dict)  # name → (h, w) float32
+    error: str | None = None
+
+
+def load_input(
+    path: str | Path, pre: PreprocessConfig, *, prepared: bool = False,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> np.ndarray:
+    """Decode ``path`` and preprocess it: network input (3, S, S) float32.
+
+    ``prepared``: the file is a prepared 256×256 image; otherwise a file that ``prepare`` wrote
+    (:func:`attnmel_cli.data.writer.is_prepared_image`) skips the paper crop, which it has had
+    already. Raises :class:`attnmel_cli.errors.InputError` for a file that cannot be used.
+    """
+    img = load_photo(path, max_pixels=max_pixels, draft_min_side=PREPARED_SIZE)
+    to_array = prepared_to_array if prepared or is_prepared_image(img) else photo_to_array
+    return to_array(img, pre)
+
+
+class ScoringSession(Protocol):
+    """A loaded model ready to score (:class:`attnmel_cli.engine.inference.Session`, or
+    :class:`attnmel_cli.deploy.runtime.OnnxSession`)."""
+
+    meta: CheckpointMeta
+    name: str
+
+    def map_names(self) -> list[str]: ...
+
+    def score(
+        self, paths: Sequence[str], *, batch_size: int = 16, workers: int | None = None,
+        keep_maps: bool = False, prepared: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS,
+        amp: bool = False, tta: bool = False,
+    ) -> Iterator[Scored]: ...
+
+
+def map_names(meta: CheckpointMeta) -> list[str]:
+    """The maps a checkpoint's variant produces (pool3/pool4 or cam, or none)."""
+    return list(MAPS.get(meta.arch, ()))
+
+
+def apply_view(x: np.ndarray, k: int, flip: bool) -> np.ndarray:
+    """x (..., H, W) → the view: flipped left–right (if ``flip``), then rotated k·90° (as
+    :func:`attnmel_cli.engine.tta.apply_view` does to tensors)."""
+    y = x[..., ::-1] if flip else x
+    return np.ascontiguousarray(np.rot90(y, k, axes=(-2, -1)))
+
+
+def undo_view(y: np.ndarray, k: int, flip: bool) -> np.ndarray:
+    """The inverse of :func:`apply_view`: a map computed on the view, back in input orientation."""
+    x = np.rot90(y, -k, axes=(-2, -1))
+    return np.ascontiguousarray(x[..., ::-1] if flip else x)
