@@ -243,7 +243,7 @@ def test_providers_and_missing_extra(monkeypatch) -> None:
         raise ImportError(name)
 
     monkeypatch.setattr("importlib.import_module", missing)
-    with pytest.raises(AttnMelError, match=r"pip install 'attnmel\[onnx\]'"):
+    with pytest.raises(AttnMelError, match=r"pip install onnx onnxruntime"):
         require("onnxruntime")
 
 

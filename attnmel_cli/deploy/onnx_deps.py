@@ -1,4 +1,4 @@
-"""The optional ``onnx``/``onnxruntime`` packages (``pip install 'attnmel[onnx]'``), and what an
+"""The optional ``onnx``/``onnxruntime`` packages (the ``onnx`` extra), and what an
 ONNX model file is to attnmel."""
 
 from __future__ import annotations
@@ -29,5 +29,5 @@ def require(module: str) -> ModuleType:
     except ImportError:
         raise AttnMelError(
             f"{module} is not installed; ONNX export and scoring need the onnx extra: "
-            "pip install 'attnmel[onnx]'"
+            "`pip install onnx onnxruntime` (or, in an attnmel checkout, `pip install '.[onnx]'`)"
         ) from None
