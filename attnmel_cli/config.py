@@ -133,6 +133,14 @@ class TrainConfig:
     init: Path | None = field(default=None, metadata=option(
         "Start from this attnmel checkpoint's weights (fine-tuning; same arch and backbone).",
         metavar="CKPT"))
+    classes: str = field(default="melanoma", metadata=option(
+        "What to tell apart: melanoma (melanoma vs other, the paper), isic2017 (melanoma, "
+        "seborrheic_keratosis, nevus), diagnosis (every diagnosis of the training images) or "
+        "a comma list of diagnoses (ending with 'other' to pool the rest).",
+        metavar="SPEC"))
+    class_weights: str = field(default="none", metadata=option(
+        "Per-class weights of the focal loss: none, balanced (inverse class frequency as "
+        "sampled) or W1,W2,… in class order.", metavar="none|balanced|W1,…"))
     roi: str = field(default="none", metadata=option(
         "Attention regularisation (Eq. 5): none, lesion, dermo or background."))
     epochs: int = field(default=50, metadata=option("Epochs.", min=1))

@@ -67,7 +67,7 @@ def physical_memory() -> int | None:
 
 
 class TrainSet(Dataset[TrainItem]):
-    """``(index, seed)`` → (image uint8 (3, S, S), roi, known, label).
+    """``(index, seed)`` → (image uint8 (3, S, S), roi, known, class index).
 
     ``roi`` is uint8 (1, S, S) in {0, 1}, or empty (0,) when ``roi='none'``; ``known`` says
     whether the image has a reference map (module docstring).
@@ -79,10 +79,15 @@ class TrainSet(Dataset[TrainItem]):
     shared memory by torch's pickler under spawn) and only cut views from it.
     """
 
-    def __init__(self, root: Path, rows: Sequence[Row], image_size: int, roi: str = "none") -> None:
+    def __init__(
+        self, root: Path, rows: Sequence[Row], image_size: int, roi: str = "none",
+        labels: Sequence[int] | None = None,
+    ) -> None:
         if roi not in ROIS:
             raise DataError(f"unknown roi {roi!r}; choose one of {', '.join(ROIS)}")
         self.root, self.rows, self.size, self.roi = root, list(rows), image_size, roi
+        # class index of each row (multi-class training); default the binary melanoma label
+        self.labels = list(labels) if labels is not None else [r.label for r in self.rows]
         self.resize = resize_size(image_size)
         self.cached: Tensor | None = None  # (n, R, R, C) uint8 once cached
 
@@ -136,4 +141,4 @@ class TrainSet(Dataset[TrainItem]):
         generator = torch.Generator().manual_seed(seed)
         view = random_view(planes.permute(2, 0, 1), self.size, generator)
         roi = view[3:] if self.roi != "none" else torch.zeros(0, dtype=torch.uint8)
-        return view[:3], roi, roi_known(row, self.roi), row.label
+        return view[:3], roi, roi_known(row, self.roi), self.labels[index]

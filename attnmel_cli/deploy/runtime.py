@@ -38,6 +38,7 @@ from attnmel_cli.engine.scored import (
 )
 from attnmel_cli.errors import AttnMelError, CheckpointError, InputError
 from attnmel_cli.io.checkpoint import FORMAT, CheckpointMeta
+from attnmel_cli.models.names import melanoma_index
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -200,10 +201,11 @@ class OnnxSession:
             if i not in row:
                 yield Scored(index, path, error=error)
                 continue
-            r = row[i]
+            r, mel = row[i], melanoma_index(self.meta.classes)
             yield Scored(
-                index, path, float(probs[r, 1]),  # type: ignore[index]
+                index, path, float(probs[r, mel]),  # type: ignore[index]
                 {k: v[r, 0] for k, v in maps.items()} if keep_maps else {},
+                probs=tuple(map(float, probs[r])),  # type: ignore[index]
             )
 
 

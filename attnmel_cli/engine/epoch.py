@@ -36,6 +36,7 @@ class Step:
     device: torch.device
     pre: PreprocessConfig  # the checkpoint's: mean and std normalise the batches
     amp_dtype: torch.dtype | None
+    class_weight: Tensor | None = None  # (K,) α of the focal term (--class-weights)
 
     def normalise(self, images: Tensor) -> Tensor:
         """uint8 images (N, 3, S, S) on the device → the network's normalised float input."""
@@ -54,6 +55,7 @@ class Step:
         terms = attnmel_loss(  # Eq. 5
             logits, labels, maps, roi if self.config.roi != "none" else None, known,
             gamma=self.config.gamma, lambda1=self.config.lambda1, lambda2=self.config.lambda2,
+            class_weight=self.class_weight,
         )
         self.opt.optimizer.zero_grad(set_to_none=True)
         self.opt.scaler.scale(terms.total).backward()

@@ -22,6 +22,7 @@ from attnmel_cli.engine.tta import tta_forward
 from attnmel_cli.errors import AttnMelError, InputError
 from attnmel_cli.io.checkpoint import CheckpointMeta, load_checkpoint
 from attnmel_cli.models.attnmel import AttnMelNet
+from attnmel_cli.models.names import melanoma_index
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -90,7 +91,7 @@ def forward_batch(
     amp: bool = False,
     tta: bool = False,
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Inputs (N, 3, S, S) → melanoma probabilities (N,) and, with ``keep_maps``, each map as
+    """Inputs (N, 3, S, S) → class probabilities (N, K) and, with ``keep_maps``, each map as
     (N, h, w) float32, both on the host. The network step of :func:`score_paths` (also timed on
     its own by ``bench/bench_predict.py``); call it under ``torch.inference_mode()``.
     ``amp``: bf16 autocast on CUDA (faster; rounds the logits, so scores may tie).
@@ -103,7 +104,7 @@ def forward_batch(
         else:
             logits, maps = model(batch)
             class_probs = torch.softmax(logits.float(), dim=1)
-    probs = class_probs[:, 1].cpu().numpy()
+    probs = class_probs.cpu().numpy()
     host_maps = {k: v.float()[:, 0].cpu().numpy() for k, v in maps.items()} if keep_maps else {}
     return probs, host_maps
 
@@ -147,9 +148,11 @@ def score_paths(
             if batch is not None:
                 probs, host_maps = forward_batch(model, batch, device, keep_maps=keep_maps, amp=amp,
                                                  tta=tta)
+                mel = melanoma_index(meta.classes)
                 for j, i in enumerate(ok_idx):
                     results[i] = Scored(
-                        i, str(paths[i]), float(probs[j]), {k: v[j] for k, v in host_maps.items()}
+                        i, str(paths[i]), float(probs[j, mel]),
+                        {k: v[j] for k, v in host_maps.items()}, probs=tuple(map(float, probs[j])),
                     )
             yield from (results[i] for i in sorted(results))
 

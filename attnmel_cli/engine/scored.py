@@ -25,13 +25,15 @@ VIEWS: tuple[tuple[int, bool], ...] = tuple((k, flip) for flip in (False, True) 
 
 @dataclass
 class Scored:
-    """One input's result: melanoma probability and (optionally) its maps at network resolution."""
+    """One input's result: melanoma probability, every class's probability (in the order of
+    the checkpoint's ``classes``) and (optionally) its maps at network resolution."""
 
     index: int
     path: str
     p_melanoma: float | None = None
     maps: dict[str, np.ndarray] = field(default_factory=dict)  # name → (h, w) float32
     error: str | None = None
+    probs: tuple[float, ...] = ()  # (K,) softmax over the checkpoint's classes
 
 
 def load_input(

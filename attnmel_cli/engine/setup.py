@@ -183,14 +183,15 @@ def cache_images(dataset: TrainSet, processes: int = 1) -> None:
 
 def init_from(model: torch.nn.Module, meta: CheckpointMeta, path: Path) -> None:
     """Load the weights of the attnmel checkpoint ``path`` into ``model`` (``--init``): its arch,
-    backbone, width and strides must be the run's; the preprocessing is the run's own."""
+    backbone, width, strides and classes must be the run's; the preprocessing is the run's own."""
     source = read_metadata(path)
-    mine = (meta.arch, meta.backbone, meta.width, tuple(meta.strides))
-    theirs = (source.arch, source.backbone, source.width, tuple(source.strides))
+    mine = (meta.arch, meta.backbone, meta.width, tuple(meta.strides), tuple(meta.classes))
+    theirs = (source.arch, source.backbone, source.width, tuple(source.strides),
+              tuple(source.classes))
     if mine != theirs:
         raise AttnMelError(
             f"{path}: --init needs a checkpoint of the same model (arch, backbone, width, "
-            f"strides): it has {theirs}, the run {mine}"
+            f"strides, classes): it has {theirs}, the run {mine}"
         )
     if (source.mean, source.std) != (meta.mean, meta.std):
         log.warning("%s: trained with mean %s std %s; this run normalises with mean %s std %s",

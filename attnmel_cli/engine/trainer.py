@@ -26,7 +26,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch.utils.data import DataLoader
 
 from attnmel_cli.config import TrainConfig, default_train_workers
-from attnmel_cli.data.manifest import Row
+from attnmel_cli.data.classes import class_labels, class_weights, resolve_classes
+from attnmel_cli.data.manifest import MANIFEST_NAME, Row
 from attnmel_cli.data.sampler import OversamplingSampler
 from attnmel_cli.data.train_set import TrainSet
 from attnmel_cli.engine.averaging import average_last
@@ -48,6 +49,7 @@ from attnmel_cli.io.checkpoint import CheckpointMeta
 from attnmel_cli.io.run_dir import STATE, claim_run_dir, last_weights, save_epoch
 from attnmel_cli.io.run_state import RunState, capture_rng, load_run_state, restore_rng
 from attnmel_cli.models.attnmel import AttnMelNet
+from attnmel_cli.models.names import CLASSES
 from attnmel_cli.models.registry import build_model, parse_strides
 
 log = logging.getLogger("attnmel")
@@ -87,20 +89,23 @@ def train(config: TrainConfig, *, console: Console | None = None) -> TrainResult
     check_config(config)
     with process_group(config.device) as (dist, device):
 
-        def setup() -> tuple[list[Row], list[Row], str, RunState | None]:
+        def setup() -> tuple[list[Row], list[Row], str, RunState | None, tuple[str, ...]]:
             dist.local_batch(config.batch_size)  # the global batch must split evenly
             train_rows, val_rows, fingerprint = load_data(config)
+            classes = resolve_classes(config.classes, train_rows)
+            labels = class_labels(train_rows, classes, f"{config.data / MANIFEST_NAME}: ")
+            class_weights(config.class_weights, labels, len(classes))  # checked before claiming
             claim_run_dir(config.out, resume=config.resume, force=config.force)
             state = load_run_state(config.out / STATE) if config.resume else None
             if state is not None:
                 check_resumable(state, config, fingerprint)
-            return train_rows, val_rows, fingerprint, state
+            return train_rows, val_rows, fingerprint, state, classes
 
         # Rank 0 alone reads and claims the run dir; the other ranks get its data and state.
-        train_rows, val_rows, fingerprint, state = dist.on_main(setup)
+        train_rows, val_rows, fingerprint, state, classes = dist.on_main(setup)
         with determinism(config):
             return _run(config, device, train_rows, val_rows, fingerprint, state,
-                        console if dist.is_main else None, dist)
+                        console if dist.is_main else None, dist, classes)
 
 
 @dataclass
@@ -116,19 +121,19 @@ class _Standing:
 
 def _build(
     config: TrainConfig, train_rows: list[Row], fingerprint: str, state: RunState | None,
-    device: torch.device, dist: Dist,
+    device: torch.device, dist: Dist, classes: tuple[str, ...],
 ) -> tuple[AttnMelNet, CheckpointMeta]:
     """The model (ImageNet-initialised, or the interrupted run's weights) and its metadata."""
     fresh = state is None and dist.is_main and config.init is None
     model = build_model(  # under torchrun the other ranks get rank 0's weights from DDP
         config.arch, config.backbone, config.width, strides=parse_strides(config.strides),
         pretrained=config.pretrained and fresh,
-        weights_file=config.pretrained_weights if fresh else None,
+        weights_file=config.pretrained_weights if fresh else None, classes=classes,
     )
     mean, std = dist.on_main(lambda: normalization(config, train_rows))
     meta = CheckpointMeta(
         arch=config.arch, backbone=config.backbone, width=config.width,
-        image_size=config.image_size, mean=mean, std=std, strides=model.strides,
+        image_size=config.image_size, classes=classes, mean=mean, std=std, strides=model.strides,
         train_config=config.as_record(), data_fingerprint=fingerprint,
     )
     if state is not None and dist.is_main:
@@ -142,12 +147,14 @@ def _build(
 
 
 def _loader(
-    config: TrainConfig, train_rows: list[Row], device: torch.device, workers: int, dist: Dist
+    config: TrainConfig, train_rows: list[Row], labels: list[int], device: torch.device,
+    workers: int, dist: Dist,
 ) -> tuple[OversamplingSampler, DataLoader]:
-    """The oversampling sampler (this rank's share of it) and the training DataLoader."""
+    """The oversampling sampler (this rank's share of it: melanoma drawn ``oversample`` times,
+    whatever the classes) and the training DataLoader over class indices ``labels``."""
     sampler = make_sampler(dist, [r.label for r in train_rows], config.oversample, config.seed,
                            config.batch_size, config.passes_per_epoch)
-    dataset = TrainSet(config.data, train_rows, config.image_size, config.roi)
+    dataset = TrainSet(config.data, train_rows, config.image_size, config.roi, labels)
     if config.cache_images:
         cache_images(dataset, dist.local_world)
     loader = DataLoader(
@@ -239,13 +246,16 @@ class _Loop:
 def _run(
     config: TrainConfig, device: torch.device, train_rows: list[Row], val_rows: list[Row],
     fingerprint: str, state: RunState | None, console: Console | None, dist: Dist = SINGLE,
+    classes: tuple[str, ...] = CLASSES,
 ) -> TrainResult:
     """Build everything (from ``state`` when resuming) and run the remaining epochs."""
-    model, meta = _build(config, train_rows, fingerprint, state, device, dist)
+    model, meta = _build(config, train_rows, fingerprint, state, device, dist, classes)
     trained = dist.wrap(model, device, sync_bn=config.sync_bn)  # DDP, or model itself
     workers = (default_train_workers(dist.local_world) if config.workers is None
                else config.workers)
-    sampler, loader = _loader(config, train_rows, device, workers, dist)
+    labels = class_labels(train_rows, classes)
+    sampler, loader = _loader(config, train_rows, labels.tolist(), device, workers, dist)
+    weights = class_weights(config.class_weights, labels[sampler.pool], len(classes))
     opt = Optimisation.build(model, config, device, steps_per_epoch=len(loader))
     run = _Standing()
     if state is not None:
@@ -253,7 +263,8 @@ def _run(
         run = _Standing(state.epoch, state.best_auc, state.best_epoch, state.history)
         restore_rng(state.rng)  # after building the model, whose initialisation draws numbers
         log.info("resuming %s after epoch %d of %d", config.out, run.start, config.epochs)
-    step = Step(trained, opt, config, device, meta.preprocess, amp_dtype(config, device))
+    step = Step(trained, opt, config, device, meta.preprocess, amp_dtype(config, device),
+                None if weights is None else torch.tensor(weights, device=device))
     board = (TensorBoardLog(config.tensorboard, config.data, val_rows, config.as_record(),
                             resume_after=None if state is None else run.start)
              if config.tensorboard is not None and dist.is_main else None)

@@ -32,7 +32,7 @@ from attnmel_cli.config import (
 from attnmel_cli.errors import AttnMelError, CheckpointError
 from attnmel_cli.io.atomic import atomic_path
 from attnmel_cli.models.backbones.base import DEFAULT_STRIDES, check_backbone_name
-from attnmel_cli.models.names import ARCHS, CLASSES
+from attnmel_cli.models.names import ARCHS, CLASSES, class_problems
 
 if TYPE_CHECKING:  # CheckpointMeta is read without torch too (ONNX models carry the header)
     import torch
@@ -184,8 +184,9 @@ def _problems(meta: CheckpointMeta) -> list[str]:
         problems.append(f"width {meta.width} outside (0, 1]")
     if meta.image_size < 32 or meta.image_size % 32:
         problems.append(f"image_size {meta.image_size} not a multiple of 32")
-    if len(meta.classes) != len(CLASSES) or len(meta.mean) != 3 or len(meta.std) != 3:
-        problems.append("classes/mean/std of the wrong length")
+    problems += class_problems(meta.classes)
+    if len(meta.mean) != 3 or len(meta.std) != 3:
+        problems.append("mean/std of the wrong length")
     return problems
 
 

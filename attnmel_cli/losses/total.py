@@ -31,17 +31,19 @@ def attnmel_loss(
     gamma: float = FOCAL_GAMMA,
     lambda1: float = LAMBDA1,
     lambda2: float = LAMBDA2,
+    class_weight: Tensor | None = None,
 ) -> LossTerms:
     """Eq. 5 for one batch.
 
-    logits (N, 2), labels (N,); ``maps`` holds the attention maps ``pool3`` (N, 1, S/8, S/8) and
-    ``pool4`` (N, 1, S/16, S/16). ``roi`` (N, 1, S, S) in [0, 1] is the reference map Ā, or
+    logits (N, K), labels (N,) class indices, ``class_weight`` (K,) the focal term's α or
+    ``None``; ``maps`` holds the attention maps ``pool3`` (N, 1, S/8, S/8) and ``pool4``
+    (N, 1, S/16, S/16). ``roi`` (N, 1, S, S) in [0, 1] is the reference map Ā, or
     ``None`` for no regularisation (L = L_focal, Dice terms reported as 0). ``roi_known`` (N,)
     bool marks the images whose reference exists; the others are zeroed out of both Dice sums
     (they still count in the focal term). Masking by multiplication keeps the step free of
     host-device synchronisation.
     """
-    focal = focal_loss(logits, labels, gamma)
+    focal = focal_loss(logits, labels, gamma, class_weight)
     if roi is None:
         zero = focal.new_zeros(())
         return LossTerms(focal, focal, zero, zero)

@@ -3,14 +3,17 @@
 Variants (``arch``), with the backbone's three maps F_a, F_b (strides 8 and 16 by default: VGG's
 pool-3 and pool-4) and G (stride 32: pool-5):
 - ``attnmel``   : attention gates on F_a and F_b guided by G (Eq. 1–3); GAP of F̂_a, F̂_b and G
-                  concatenated → linear → 2 classes (AttnMel-CNN).
+                  concatenated → linear → K classes (AttnMel-CNN).
 - ``mel-cnn``   : the same concatenation of GAP(F_a), GAP(F_b), GAP(G), no gates.
 - ``vgg16-gap`` : GAP of G → linear, with its class activation map (Zhou et al. 2016); on a
                   non-VGG backbone it is the plain pooled baseline.
-- ``vgg16``     : the original VGG-16 with its dense layers, 2 outputs (VGG backbones only).
+- ``vgg16``     : the original VGG-16 with its dense layers, K outputs (VGG backbones only).
+
+K is ``len(classes)``: 2 (other, melanoma: the paper) or a multi-class list (the paper's future
+work, e.g. ISIC 2017 Part 3's melanoma, seborrheic keratosis, nevus).
 
 ``forward(x)`` takes x of shape (N, 3, S, S), S divisible by 32, and returns ``(logits, maps)``:
-logits (N, 2); maps holds ``pool3`` (N, 1, S/8, S/8) and ``pool4`` (N, 1, S/16, S/16) attention
+logits (N, K); maps holds ``pool3`` (N, 1, S/8, S/8) and ``pool4`` (N, 1, S/16, S/16) attention
 in [0, 1] for ``attnmel`` (the names of the paper's layers, whatever the backbone), ``cam``
 (N, 1, S/32, S/32) for ``vgg16-gap``, and nothing for the others.
 """
@@ -24,7 +27,7 @@ from attnmel_cli.errors import AttnMelError
 from attnmel_cli.models.attention import ATTENTION_FEATURES, AttentionGate
 from attnmel_cli.models.backbones.base import DEFAULT_STRIDES, VGG_BACKBONES, make_backbone
 from attnmel_cli.models.backbones.vgg import scaled
-from attnmel_cli.models.names import ARCHS, CLASSES
+from attnmel_cli.models.names import ARCHS, CLASSES, class_problems, melanoma_index
 
 __all__ = ["ARCHS", "CLASSES", "AttnMelNet", "check_image_size"]
 Maps = dict[str, Tensor]
@@ -39,8 +42,11 @@ class AttnMelNet(nn.Module):
         backbone: str = "vgg16_bn",
         width: float = 1.0,
         strides: tuple[int, int, int] = DEFAULT_STRIDES,
+        classes: tuple[str, ...] = CLASSES,
     ) -> None:
         super().__init__()
+        if class_problems(classes):
+            raise AttnMelError("; ".join(class_problems(classes)))
         if arch not in ARCHS:
             raise AttnMelError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
         if not 0 < width <= 1:
@@ -49,6 +55,7 @@ class AttnMelNet(nn.Module):
             raise AttnMelError(f"arch vgg16 keeps VGG's dense layers: it needs a VGG backbone, "
                                f"not {backbone}")
         self.arch, self.backbone, self.width = arch, backbone, width
+        self.classes, self.melanoma = tuple(classes), melanoma_index(classes)
         self.features = make_backbone(backbone, width, strides)
         self.strides = tuple(self.features.strides)
         c3, c4, c5 = self.features.channels
@@ -64,11 +71,11 @@ class AttnMelNet(nn.Module):
             self.classifier: nn.Module = nn.Sequential(
                 nn.Linear(c5 * 7 * 7, hidden), nn.ReLU(True), nn.Dropout(),
                 nn.Linear(hidden, hidden), nn.ReLU(True), nn.Dropout(),
-                nn.Linear(hidden, len(CLASSES)),
+                nn.Linear(hidden, len(classes)),
             )
         else:
             in_features = c5 if arch == "vgg16-gap" else c3 + c4 + c5
-            self.classifier = nn.Linear(in_features, len(CLASSES))
+            self.classifier = nn.Linear(in_features, len(classes))
         self._init_head()
 
     def _init_head(self) -> None:
@@ -87,7 +94,7 @@ class AttnMelNet(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Maps]:
-        """x (N, 3, S, S) → logits (N, 2) and the variant's maps (see the module docstring)."""
+        """x (N, 3, S, S) → logits (N, K) and the variant's maps (see the module docstring)."""
         for side in x.shape[-2:]:  # five 2×2 poolings: maps align with the input only then
             check_image_size(int(side))
         f3, f4, g = self.features(x)
@@ -97,7 +104,8 @@ class AttnMelNet(nn.Module):
         if self.arch == "vgg16-gap":
             logits = self.classifier(gap_g)
             # CAM (Zhou et al. 2016): the melanoma weights applied at every G location.
-            cam = torch.einsum("c,nchw->nhw", self.classifier.weight[1], g).unsqueeze(1)
+            w = self.classifier.weight[self.melanoma]
+            cam = torch.einsum("c,nchw->nhw", w, g).unsqueeze(1)
             return logits, {"cam": cam}
         maps: Maps = {}
         if self.attn3 is not None and self.attn4 is not None:

@@ -1,7 +1,35 @@
 """The names a checkpoint's metadata may hold for its model: the variants (``arch``) and the
 classes, importable without torch (checkpoint metadata is read by ONNX scoring too)."""
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+
 ARCHS = ("attnmel", "mel-cnn", "vgg16-gap", "vgg16")
-CLASSES = ("other", "melanoma")  # index 1 is the melanoma probability
+CLASSES = ("other", "melanoma")  # the binary model: index 1 is the melanoma probability
+# The melanoma class of a multi-class model, by the name its labels give it (ISIC 2016/2017:
+# ``melanoma``; ISIC 2018/2019 one-hot files: ``MEL``).
+MELANOMA_NAMES = ("melanoma", "MEL")
 # The maps each variant returns beside its logits (``forward``'s second output).
 MAPS: dict[str, tuple[str, ...]] = {"attnmel": ("pool3", "pool4"), "vgg16-gap": ("cam",)}
+
+
+def melanoma_index(classes: Sequence[str]) -> int:
+    """Index of the melanoma class in a checkpoint's ``classes`` (its ``p_melanoma``)."""
+    for name in MELANOMA_NAMES:
+        if name in classes:
+            return list(classes).index(name)
+    raise ValueError(f"no melanoma class among {list(classes)}")
+
+
+def class_problems(classes: Sequence[str]) -> list[str]:
+    """What is wrong with a ``classes`` list (empty: nothing): at least two distinct non-empty
+    names, one of them the melanoma class."""
+    problems = []
+    if len(classes) < 2:
+        problems.append(f"classes {list(classes)}: need at least 2")
+    if len(set(classes)) != len(classes) or not all(isinstance(c, str) and c for c in classes):
+        problems.append(f"classes {list(classes)}: names must be distinct and non-empty")
+    if not any(name in classes for name in MELANOMA_NAMES):
+        problems.append(f"classes {list(classes)}: no melanoma class ({'/'.join(MELANOMA_NAMES)})")
+    return problems

