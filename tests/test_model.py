@@ -11,11 +11,13 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from attnmel_cli.data.classes import ISIC2017_CLASSES
 from attnmel_cli.errors import AttnMelError
 from attnmel_cli.models.attention import AttentionGate
 from attnmel_cli.models.attnmel import ARCHS, check_image_size
 from attnmel_cli.models.backbones.base import VGG_BACKBONES
 from attnmel_cli.models.backbones.vgg import imagenet_weights_file, scaled
+from attnmel_cli.models.names import CLASSES
 from attnmel_cli.models.registry import build_model
 
 TIMM_BACKBONES = ("efficientnet_lite0", "timm:mobilenetv3_small_050")
@@ -33,28 +35,31 @@ def _linears(model: nn.Module) -> list[nn.Linear]:
     return [m for m in model.modules() if isinstance(m, nn.Linear)]
 
 
-def _tiny(arch: str, backbone: str) -> nn.Module:
+def _tiny(arch: str, backbone: str, classes: tuple[str, ...] = CLASSES) -> nn.Module:
     torch.manual_seed(0)
     if backbone in VGG_BACKBONES:
-        return build_model(arch, backbone, WIDTH).eval()
-    model = build_model(arch, backbone).eval()
+        return build_model(arch, backbone, WIDTH, classes=classes).eval()
+    model = build_model(arch, backbone, classes=classes).eval()
     for linear in _linears(model):  # the new head starts at zero: give it values to test with
         nn.init.normal_(linear.weight, 0, 0.1)
     return model
 
 
+@pytest.mark.parametrize("classes", (CLASSES, ISIC2017_CLASSES), ids=("binary", "isic2017"))
 @pytest.mark.parametrize("backbone", (*VGG_BACKBONES, *TIMM_BACKBONES))
 @pytest.mark.parametrize("arch", ARCHS)
-def test_variant_on_a_tiny_batch(arch: str, backbone: str) -> None:
+def test_variant_on_a_tiny_batch(arch: str, backbone: str, classes: tuple[str, ...]) -> None:
     if arch == "vgg16" and backbone not in VGG_BACKBONES:
         with pytest.raises(AttnMelError, match="VGG backbone"):
             build_model(arch, backbone)
         return
-    model = _tiny(arch, backbone)
+    model = _tiny(arch, backbone, classes)
     x = torch.randn(N, 3, SIZE, SIZE)
     with torch.no_grad():
         logits, maps = model(x)
-    assert logits.shape == (N, 2)
+    k = len(classes)
+    assert logits.shape == (N, k)
+    assert model.classes[model.melanoma] == "melanoma"
     assert torch.isfinite(logits).all()
     assert not torch.allclose(logits[0], logits[1]), "different inputs should give different logits"
     if backbone in VGG_BACKBONES:
@@ -79,17 +84,19 @@ def test_variant_on_a_tiny_batch(arch: str, backbone: str) -> None:
         assert _gates(model) == [] and set(maps) == {"cam"}
         cam = maps["cam"]
         assert cam.shape == (N, 1, SIZE // 32, SIZE // 32)
-        # CAM property (Zhou et al. 2016): GAP of the CAM = melanoma logit minus its bias.
+        # CAM property (Zhou et al. 2016): GAP of the CAM = melanoma logit minus its bias
+        # (row 1 of the binary head, row 0 of isic2017's).
+        mel = classes.index("melanoma")
         torch.testing.assert_close(
             cam.mean(dim=(2, 3)).squeeze(1),
-            logits[:, 1] - model.classifier.bias[1],
+            logits[:, mel] - model.classifier.bias[mel],
             rtol=1e-5,
             atol=1e-5,
         )
-    else:  # vgg16: the original dense layers, 2 outputs
+    else:  # vgg16: the original dense layers, K outputs
         assert _gates(model) == [] and maps == {}
         linears = _linears(model)
-        assert len(linears) == 3 and linears[-1].out_features == 2
+        assert len(linears) == 3 and linears[-1].out_features == k
 
 
 @pytest.mark.parametrize("bad", [0, 16, 48, 100, 225])

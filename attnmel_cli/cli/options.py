@@ -53,8 +53,8 @@ TtaOpt = Annotated[
     bool,
     typer.Option(
         "--tta/--no-tta",
-        help="Test-time augmentation: average p_melanoma (and the maps, turned back) over the 8 "
-        "flips and 90° rotations; 8× the network's work.",
+        help="Test-time augmentation: average the class probabilities (and the maps, turned "
+        "back) over the 8 flips and 90° rotations; 8× the network's work.",
     ),
 ]
 DeviceOpt = Annotated[

@@ -28,6 +28,7 @@ from attnmel_cli.deploy.onnx_deps import is_onnx
 from attnmel_cli.errors import EXIT_OK, EXIT_PARTIAL
 from attnmel_cli.io.default_model import default_checkpoint, resolve_checkpoint
 from attnmel_cli.io.records import (
+    LEGACY_LABEL,
     LEGACY_LABEL_NOTE,
     RecordWriter,
     check_format,
@@ -47,9 +48,15 @@ def predict(
     recursive: RecursiveOpt = False,
     fmt: FormatOpt = None,
     threshold: Annotated[
-        float,
-        typer.Option(min=0.0, max=1.0, help="prediction 1 (melanoma) when p_melanoma ≥ this."),
-    ] = 0.5,
+        float | None,
+        typer.Option(
+            min=0.0, max=1.0,
+            help="Predict melanoma when p_melanoma ≥ this (binary checkpoints: prediction 1; "
+            "default 0.5). A multi-class checkpoint predicts its most probable class, or with "
+            "this option melanoma when p_melanoma ≥ it and otherwise the most probable other "
+            "class.",
+        ),
+    ] = None,
     overlay: Annotated[
         Path | None,
         typer.Option(help="Write the attention overlay of the single input image here."),
@@ -71,8 +78,9 @@ def predict(
     amp: AmpOpt = True,
     tta: TtaOpt = False,
 ) -> None:
-    """Score images: one record per image on stdout (path, p_melanoma, prediction, checkpoint),
-    by default a table on a terminal and CSV when piped.
+    """Score images: one record per image on stdout (path, p_melanoma, prediction, checkpoint;
+    a multi-class checkpoint adds p_<class> for each class), by default a table on a terminal
+    and CSV when piped.
 
     Under ``torchrun --nproc_per_node N -m attnmel_cli predict …`` each process scores a block of
     the inputs and rank 0 writes all the records, in input order. An ``.onnx`` checkpoint (from
@@ -94,7 +102,7 @@ def predict(
 
 def _predict(
     dist: Dist | None, load: Callable[[Path], ScoringSession], paths: list[str],
-    checkpoint: Path | None, recursive: bool, fmt: str | None, threshold: float,
+    checkpoint: Path | None, recursive: bool, fmt: str | None, threshold: float | None,
     overlay: Path | None, overlay_dir: Path | None, overlay_map: str, batch_size: int,
     workers: int | None, max_pixels: int, force: bool, shard_spec: str | None, amp: bool,
     tta: bool,
@@ -139,14 +147,15 @@ def _predict(
     rows = dist.collect(results()) if dist is not None else results()
     if not is_main:
         raise typer.Exit(EXIT_OK)
-    writer, failed = RecordWriter(fmt), 0
-    if fmt != "table":
+    classes = session.meta.classes
+    writer, failed = RecordWriter(fmt, classes=classes), 0
+    if fmt != "table" and LEGACY_LABEL in writer.fields:
         log.warning(LEGACY_LABEL_NOTE)
-    for path, p, error in rows:
+    for path, p, probs, error in rows:
         if error is not None:
             failed += 1
             report_failure(path, error)
-        writer.write(record(path, p, threshold, session.name, error))
+        writer.write(record(path, p, threshold, session.name, error, classes=classes, probs=probs))
     writer.close()
     log.info("scored %d of %d images with %s", len(inputs) - failed, len(inputs), session.name)
     raise typer.Exit(EXIT_PARTIAL if failed else EXIT_OK)

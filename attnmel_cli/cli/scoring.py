@@ -10,7 +10,8 @@ from attnmel_cli.engine.scored import ScoringSession
 from attnmel_cli.errors import AttnMelError
 from attnmel_cli.viz.overlay import overlay_target, write_overlay
 
-Row = tuple[str, float | None, str | None]  # path, p_melanoma, error
+# path, p_melanoma, every class's probability (in the checkpoint's order), error
+Row = tuple[str, float | None, tuple[float, ...], str | None]
 
 
 def predict_rows(
@@ -53,5 +54,5 @@ def predict_rows(
                               max_pixels=max_pixels, overwrite=force)
             except AttnMelError as exc:
                 error = str(exc)
-        yield scored.path, scored.p_melanoma, error
+        yield scored.path, scored.p_melanoma, scored.probs, error
         advance()

@@ -19,7 +19,7 @@ import numpy as np
 
 from attnmel_cli.data.manifest import Row
 from attnmel_cli.errors import DataError
-from attnmel_cli.models.names import CLASSES, MELANOMA_NAMES, class_problems
+from attnmel_cli.models.names import CLASSES, MELANOMA_NAMES, class_problems, is_binary
 
 CLASS_SPECS = ("melanoma", "isic2017", "diagnosis")
 ISIC2017_CLASSES = ("melanoma", "seborrheic_keratosis", "nevus")
@@ -49,7 +49,7 @@ def resolve_classes(spec: str, rows: Sequence[Row]) -> tuple[str, ...]:
 def class_labels(rows: Sequence[Row], classes: Sequence[str], where: str = "") -> np.ndarray:
     """Class index (n,) int64 of each row: the binary ``label`` for the binary classes, the
     diagnosis' index otherwise (``other`` for an unlisted diagnosis where the list has it)."""
-    if tuple(classes) == CLASSES:
+    if is_binary(classes):
         return np.array([r.label for r in rows], dtype=np.int64)
     index = {c: i for i, c in enumerate(classes)}
     other = index.get(OTHER) if classes[-1] == OTHER else None

@@ -30,14 +30,15 @@ from attnmel_cli.engine.scored import map_names
 from attnmel_cli.errors import AttnMelError
 from attnmel_cli.io.atomic import atomic_path, refuse_unless_forced
 from attnmel_cli.io.checkpoint import load_checkpoint, read_header
+from attnmel_cli.io.records import DEFAULT_THRESHOLD
+from attnmel_cli.models.names import is_binary
 
 OPSET = 17
-DEFAULT_THRESHOLD = 0.5  # predict's default: prediction 1 when p_melanoma ≥ this
 ONNX_KEYS = {
     PRECISION_KEY: "fp32, or int8 (static QDQ quantisation)",
     OUTPUTS_KEY: "the output names, logits first",
     "source_checkpoint": "file name of the exported checkpoint",
-    "threshold": "decision threshold on p_melanoma (predict's default)",
+    "threshold": "decision threshold on p_melanoma (predict's default; binary models only)",
 }
 
 
@@ -80,7 +81,8 @@ def export_onnx(
     names = map_names(meta)
     outputs = [LOGITS_NAME, *names]
     props = dict(read_header(checkpoint))  # the whole header: new keys travel too
-    props.setdefault("threshold", str(DEFAULT_THRESHOLD))
+    if is_binary(meta.classes):  # a multi-class model predicts its most probable class
+        props.setdefault("threshold", str(DEFAULT_THRESHOLD))
     props.update({PRECISION_KEY: "fp32", OUTPUTS_KEY: json.dumps(outputs),
                   "source_checkpoint": checkpoint.name})
     x = torch.zeros(2, 3, meta.image_size, meta.image_size)  # N = 2: nothing specialises on 1

@@ -1,8 +1,12 @@
 """Scoring records on stdout: CSV with a header, JSON lines, one JSON document, or a Rich table.
 
-Record fields (design contract): ``path, p_melanoma, prediction, checkpoint`` (+ ``error``).
-``label`` is reserved for ground truth; during its deprecation period ``predict`` still adds the
-old ``label`` field, a copy of ``prediction``, after the others (:data:`LEGACY_LABEL`).
+Record fields (design contract): ``path, p_melanoma, prediction, checkpoint`` (+ ``error``) for a
+binary (other, melanoma) checkpoint, whose ``prediction`` is 1 when ``p_melanoma ≥ threshold``.
+A multi-class checkpoint adds ``p_<class>`` for each of its classes (in its order) after
+``p_melanoma`` (not repeated for a class named ``melanoma``), and its ``prediction`` is a class
+name (:func:`predicted_index`). ``label`` is reserved for ground truth; during its deprecation
+period ``predict`` still adds the old ``label`` field to binary records, a copy of
+``prediction``, after the others (:data:`LEGACY_LABEL`).
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import csv
 import json
 import sys
+from collections.abc import Sequence
 from typing import Any, TextIO
 
 from rich.console import Console
@@ -17,9 +22,11 @@ from rich.table import Table
 from rich.text import Text
 
 from attnmel_cli.errors import AttnMelError
+from attnmel_cli.models.names import CLASSES, is_binary, melanoma_index
 
 LEGACY_LABEL = "label"  # deprecated copy of ``prediction``; to be removed in attnmel 0.3
 FIELDS = ("path", "p_melanoma", "prediction", "checkpoint", "error", LEGACY_LABEL)
+DEFAULT_THRESHOLD = 0.5  # a binary checkpoint's prediction is 1 when p_melanoma ≥ this
 # Every command's --format: records one per line (csv, jsonl), one JSON document, or for people.
 FORMATS = ("table", "csv", "jsonl", "json")
 LEGACY_LABEL_NOTE = (
@@ -35,20 +42,59 @@ def check_format(fmt: str) -> str:
     return fmt
 
 
+def record_fields(classes: Sequence[str] = CLASSES) -> tuple[str, ...]:
+    """The fields of the records of a checkpoint with ``classes``, in order (module docstring)."""
+    if is_binary(classes):
+        return FIELDS
+    per_class = dict.fromkeys(f"p_{c}" for c in ("melanoma", *classes))
+    return ("path", *per_class, "prediction", "checkpoint", "error")
+
+
+def predicted_index(
+    classes: Sequence[str], probs: Sequence[float], threshold: float | None = None
+) -> int:
+    """The class predicted from the probabilities ``probs`` (K,) of ``classes``: melanoma when
+    its probability is ``≥ threshold``, otherwise the most probable other class. Without a
+    threshold: :data:`DEFAULT_THRESHOLD` for binary classes, else the most probable class (the
+    first of a tie)."""
+    if threshold is None and is_binary(classes):
+        threshold = DEFAULT_THRESHOLD
+    mel = melanoma_index(classes)
+    candidates = list(range(len(classes)))
+    if threshold is not None:
+        if probs[mel] >= threshold:
+            return mel
+        candidates.remove(mel)
+    return max(candidates, key=lambda i: probs[i])
+
+
+def prediction_caption(classes: Sequence[str], probs: Sequence[float]) -> str:
+    """The predicted class and its probability, e.g. ``nevus 0.71`` (``explain``'s composite)."""
+    i = predicted_index(classes, probs)
+    return f"{classes[i]} {probs[i]:.2f}"
+
+
 def record(
-    path: str, p: float | None, threshold: float, checkpoint: str, error: str | None
+    path: str, p: float | None, threshold: float | None, checkpoint: str, error: str | None,
+    *, classes: Sequence[str] = CLASSES, probs: Sequence[float] = (),
 ) -> dict[str, Any]:
-    """One scoring record; ``prediction`` is 1 (melanoma) when ``p >= threshold``."""
-    prediction = None if p is None else int(p >= threshold)
-    rec: dict[str, Any] = {
-        "path": path,
-        "p_melanoma": None if p is None else round(p, 6),
-        "prediction": prediction,
-        "checkpoint": checkpoint,
-    }
+    """One scoring record (unscored: ``p`` is None). Binary ``classes``: ``prediction`` is 1
+    (melanoma) when ``p >= threshold`` (default :data:`DEFAULT_THRESHOLD`); otherwise
+    ``p_<class>`` from ``probs`` (K,) and ``prediction`` the :func:`predicted_index` class."""
+    rec: dict[str, Any] = {"path": path, "p_melanoma": None if p is None else round(p, 6)}
+    if is_binary(classes):
+        cut = DEFAULT_THRESHOLD if threshold is None else threshold
+        prediction: int | str | None = None if p is None else int(p >= cut)
+    else:
+        for name, q in zip(classes, probs if p is not None else [None] * len(classes),
+                           strict=True):
+            rec.setdefault(f"p_{name}", None if q is None else round(q, 6))
+        prediction = None if p is None else classes[predicted_index(classes, probs, threshold)]
+    rec.update(prediction=prediction, checkpoint=checkpoint)
     if error is not None:
         rec["error"] = error
-    rec[LEGACY_LABEL] = prediction
+    if is_binary(classes):
+        rec[LEGACY_LABEL] = prediction
     return rec
 
 
@@ -58,21 +104,24 @@ def default_format(stream: TextIO | None = None) -> str:
 
 
 class RecordWriter:
-    """Streams records to ``stream`` (CSV and JSON lines line by line; JSON and a table at the
-    end)."""
+    """Streams the records of a checkpoint with ``classes`` to ``stream`` (CSV and JSON lines
+    line by line; JSON and a table at the end)."""
 
-    def __init__(self, fmt: str, stream: TextIO | None = None) -> None:
+    def __init__(
+        self, fmt: str, stream: TextIO | None = None, classes: Sequence[str] = CLASSES
+    ) -> None:
         # sys.stdout looked up now, not at import: it may have been redirected since.
         self.fmt, self.stream = check_format(fmt), stream or sys.stdout
+        self.classes, self.fields = tuple(classes), record_fields(classes)
         self._rows: list[dict[str, Any]] = []
         self._csv: csv.DictWriter | None = None
         if fmt == "csv":
-            self._csv = csv.DictWriter(self.stream, fieldnames=FIELDS, lineterminator="\n")
+            self._csv = csv.DictWriter(self.stream, fieldnames=self.fields, lineterminator="\n")
             self._csv.writeheader()
 
     def write(self, rec: dict[str, Any]) -> None:
         if self._csv is not None:
-            self._csv.writerow({k: "" if rec.get(k) is None else rec[k] for k in FIELDS})
+            self._csv.writerow({k: "" if rec.get(k) is None else rec[k] for k in self.fields})
         elif self.fmt == "jsonl":
             self.stream.write(json.dumps(rec, ensure_ascii=False) + "\n")
         else:
@@ -87,14 +136,21 @@ class RecordWriter:
             Console(file=self.stream, soft_wrap=True).print(self._table())
 
     def _table(self) -> Table:
+        """path, p_melanoma and the prediction (a multi-class one with its probability)."""
         table = Table(show_edge=False)
         for name in ("path", "p_melanoma", "prediction"):
             table.add_column(name, justify="right" if name == "p_melanoma" else "left")
+        melanoma = self.classes[melanoma_index(self.classes)]
         for rec in self._rows:
             path = Text(rec["path"])  # literal: a file name may look like Rich markup
             if rec.get("error"):
                 table.add_row(path, "—", Text(f"error: {rec['error']}", style="red"))
+                continue
+            if is_binary(self.classes):
+                pred = Text("melanoma", style="bold red") if rec["prediction"] else Text("other")
             else:
-                pred = "[bold red]melanoma[/bold red]" if rec["prediction"] else "other"
-                table.add_row(path, f"{rec['p_melanoma']:.3f}", pred)
+                name = rec["prediction"]
+                pred = Text(f"{name} {rec[f'p_{name}']:.3f}",
+                            style="bold red" if name == melanoma else "")
+            table.add_row(path, f"{rec['p_melanoma']:.3f}", pred)
         return table

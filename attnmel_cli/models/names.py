@@ -14,6 +14,11 @@ MELANOMA_NAMES = ("melanoma", "MEL")
 MAPS: dict[str, tuple[str, ...]] = {"attnmel": ("pool3", "pool4"), "vgg16-gap": ("cam",)}
 
 
+def is_binary(classes: Sequence[str]) -> bool:
+    """Whether ``classes`` are the paper's two, ``other`` and ``melanoma`` (in that order)."""
+    return tuple(classes) == CLASSES
+
+
 def melanoma_index(classes: Sequence[str]) -> int:
     """Index of the melanoma class in a checkpoint's ``classes`` (its ``p_melanoma``)."""
     for name in MELANOMA_NAMES:

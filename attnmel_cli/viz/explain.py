@@ -16,6 +16,8 @@ from attnmel_cli.engine.scored import Scored, ScoringSession
 from attnmel_cli.errors import AttnMelError
 from attnmel_cli.io.atomic import atomic_path
 from attnmel_cli.io.checkpoint import CheckpointMeta
+from attnmel_cli.io.records import predicted_index, prediction_caption
+from attnmel_cli.models.names import is_binary
 from attnmel_cli.viz.overlay import explanation_images, overlay_target, save_image
 
 log = logging.getLogger("attnmel")
@@ -35,21 +37,27 @@ def write_explanation(
     scored: Scored, meta: CheckpointMeta, out_dir: Path, stem: str, *,
     max_pixels: int = DEFAULT_MAX_PIXELS, overwrite: bool = False,
 ) -> list[Path]:
-    """``explain``'s files for one image: an overlay per map, the composite, the raw maps (.npz)."""
+    """``explain``'s files for one image: an overlay per map, the composite (its photo captioned
+    with the predicted class and probability), the raw maps (.npz; a multi-class checkpoint's
+    also hold ``p_<class>`` of each class and the ``prediction``)."""
     photo = load_photo(scored.path, max_pixels=max_pixels, warn_frames=False)
     box = network_box(*photo.size, meta.preprocess, prepared=is_prepared_image(photo))
-    overlays, panel = explanation_images(photo, scored.maps, box)
+    caption = f"photo: {prediction_caption(meta.classes, scored.probs)}"
+    overlays, panel = explanation_images(photo, scored.maps, box, caption)
     written = [
         save_image(img, out_dir / f"{stem}_{name}.png", overwrite=overwrite)
         for name, img in overlays.items()
     ]
     written.append(save_image(panel, out_dir / f"{stem}_composite.png", overwrite=overwrite))
     raw = out_dir / f"{stem}_maps.npz"
+    arrays = {"box": np.asarray(box, np.float32), "p_melanoma": np.float32(scored.p_melanoma),
+              **{k: v.astype(np.float32) for k, v in scored.maps.items()}}
+    if not is_binary(meta.classes):
+        for name, q in zip(meta.classes, scored.probs, strict=True):
+            arrays.setdefault(f"p_{name}", np.float32(q))
+        arrays["prediction"] = np.str_(meta.classes[predicted_index(meta.classes, scored.probs)])
     with atomic_path(raw, overwrite=overwrite) as tmp, tmp.open("wb") as fh:
-        np.savez_compressed(
-            fh, box=np.asarray(box, np.float32), p_melanoma=np.float32(scored.p_melanoma),
-            **{k: v.astype(np.float32) for k, v in scored.maps.items()},
-        )
+        np.savez_compressed(fh, **arrays)
     written.append(raw)
     return written
 

@@ -110,14 +110,16 @@ def save_image(img: Image.Image, target: str | Path, *, overwrite: bool = False)
 
 
 def explanation_images(
-    photo: Image.Image, maps: dict[str, np.ndarray], box: tuple[float, float, float, float]
+    photo: Image.Image, maps: dict[str, np.ndarray], box: tuple[float, float, float, float],
+    photo_label: str = "photo",
 ) -> tuple[dict[str, Image.Image], Image.Image]:
-    """One overlay per map at the photo's resolution, and the (photo | map …) composite."""
+    """One overlay per map at the photo's resolution, and the (photo | map …) composite, its
+    photo panel captioned ``photo_label``."""
     overlays = {
         name: overlay(photo, map_on_photo(display_map(name, values), photo.size, box), box)
         for name, values in maps.items()
     }
-    panels = [("photo", photo)] + [(MAP_LABELS.get(n, n), img) for n, img in overlays.items()]
+    panels = [(photo_label, photo)] + [(MAP_LABELS.get(n, n), img) for n, img in overlays.items()]
     return overlays, composite(panels)
 
 
