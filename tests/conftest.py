@@ -1,9 +1,10 @@
 """Shared pytest fixtures (keep additive: several test files rely on these).
 
 ``tests`` is not a package, so what the test files share is handed to them as fixtures: the tiny
-checkpoints, ``invoke`` (the CLI in-process), ``restore_logging``, ``make_photo`` and
-``labelled`` (synthetic photos), ``isic2017_subset`` (a prepared ISIC 2017 subset), and
-``run_metrics`` and ``assert_same_run`` (a training run's results).
+checkpoints (binary, and of the three ISIC 2017 classes), ``invoke`` (the CLI in-process),
+``restore_logging``, ``make_photo`` and ``labelled`` (synthetic photos), ``isic2017_subset`` (a
+prepared ISIC 2017 subset), and ``run_metrics`` and ``assert_same_run`` (a training run's
+results).
 """
 
 from __future__ import annotations
@@ -23,9 +24,11 @@ from typer.testing import CliRunner, Result
 
 from attnmel_cli.cli import app
 from attnmel_cli.config import TrainConfig
+from attnmel_cli.data.classes import ISIC2017_CLASSES
 from attnmel_cli.data.prepare import prepare_dataset
 from attnmel_cli.io.checkpoint import CheckpointMeta, read_tensors, save_checkpoint
 from attnmel_cli.io.run_dir import BEST, LAST, METRICS
+from attnmel_cli.models.names import CLASSES
 from attnmel_cli.models.registry import build_model
 
 # Tiny models gain nothing from intra-op threads, and on a small shared machine OpenMP spinning
@@ -38,10 +41,11 @@ TINY_SIZE = 64
 ISIC2017 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "isic2017-256"
 
 
-def _tiny(folder: Path, arch: str, seed: int) -> Path:
+def _tiny(folder: Path, arch: str, seed: int, classes: tuple[str, ...] = CLASSES) -> Path:
     torch.manual_seed(seed)
-    model = build_model(arch, "vgg16_bn", TINY_WIDTH)
-    meta = CheckpointMeta(arch=arch, backbone="vgg16_bn", width=TINY_WIDTH, image_size=TINY_SIZE)
+    model = build_model(arch, "vgg16_bn", TINY_WIDTH, classes=classes)
+    meta = CheckpointMeta(arch=arch, backbone="vgg16_bn", width=TINY_WIDTH, image_size=TINY_SIZE,
+                          classes=classes)
     return save_checkpoint(folder / f"tiny-{arch}.safetensors", model, meta)
 
 
@@ -55,6 +59,13 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_gap_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random-init ``vgg16-gap`` checkpoint (its maps are a CAM), same size as above."""
     return _tiny(tmp_path_factory.mktemp("ckpt"), "vgg16-gap", 1)
+
+
+@pytest.fixture(scope="session")
+def tiny_isic2017_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-init ``attnmel`` checkpoint of the three ISIC 2017 Part 3 classes (melanoma,
+    seborrheic_keratosis, nevus), same size as above."""
+    return _tiny(tmp_path_factory.mktemp("ckpt"), "attnmel", 7, ISIC2017_CLASSES)
 
 
 # ── the command line in-process ───────────────────────────────────────────────────────────────

@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 from rich.console import Console
-from sklearn.metrics import average_precision_score, roc_auc_score
+from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 from typer.testing import CliRunner
 
 from attnmel_cli.cli import app
@@ -26,6 +26,7 @@ from attnmel_cli.evaluation.inputs import load_data
 from attnmel_cli.evaluation.masks import load_mask
 from attnmel_cli.evaluation.rendering import check_outputs, report_json, report_table
 from attnmel_cli.evaluation.report import display_names, parse_threshold, run_evaluation
+from attnmel_cli.io.default_model import default_checkpoint
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 ISIC2017 = DATA / "isic2017-256"
@@ -121,6 +122,26 @@ def test_unprepared_source_gives_the_prepared_results(
         assert a.jaccard[name][order] == pytest.approx(b.jaccard[name][np.argsort(b.ids)], abs=1e-6)
 
 
+def test_three_class_checkpoint_on_the_prepared_and_the_raw_validation_split(
+    val_source: Path, prepared_val: Path, tiny_isic2017_checkpoint: Path
+) -> None:
+    """The true class of each image: the manifest's diagnosis, or the official label file's
+    melanoma / seborrheic_keratosis columns; both give the same per-class section."""
+    sections = [
+        run_evaluation(load_data(data, "val"), [tiny_isic2017_checkpoint], torch.device("cpu"),
+                       n_boot=0, workers=0).report["checkpoints"][0]["multiclass"]
+        for data in (prepared_val, val_source)
+    ]
+    prepared, raw = sections
+    counts = {name: c["n_images"] for name, c in prepared["per_class"].items()}
+    assert counts == {"melanoma": 30, "seborrheic_keratosis": 42, "nevus": 78}  # the README's
+    assert np.array(prepared["confusion_matrix"]["counts"]).sum(axis=1).tolist() == [30, 42, 78]
+    assert raw["per_class"].keys() == prepared["per_class"].keys()
+    for name, c in raw["per_class"].items():
+        expected = prepared["per_class"][name]["roc_auc"]["value"]
+        assert c["roc_auc"]["value"] == pytest.approx(expected, abs=1e-3)
+
+
 def test_compare_with_delong_cam_and_val_threshold(
     prepared_val: Path, tiny_checkpoint: Path, tiny_gap_checkpoint: Path
 ) -> None:
@@ -172,6 +193,46 @@ def test_failed_image_is_reported_and_exit_code_2(
     assert "attention_jaccard" not in report["checkpoints"][0]  # no masks in this manifest
     (failure,) = report["failed"]
     assert subset[0].path.name in failure["path"] and subset[0].path.name in result.stderr
+
+
+def test_melanoma_figures_equal_the_isic_scorers_to_the_last_digit(prepared_val: Path) -> None:
+    """The default model's figures on the real ISIC 2017 validation split against the same
+    figures computed here as isic-challenge-scoring computes them (its 2017 Part 3 scorer and
+    its later classification scorer): truth from the official CSV (> 0.5), an image positive
+    when p > 0.5, rates as ratios of counts, AUC and AP by scikit-learn, balanced accuracy the
+    mean recall of the two categories, specificity at a sensitivity 1 − the false-positive rate
+    of the first ROC point reaching it."""
+    checkpoint = default_checkpoint()
+    if not checkpoint.is_file():
+        pytest.skip(f"the default model is not at {checkpoint}")
+    ev = run_evaluation(load_data(prepared_val, "val"), [checkpoint], torch.device("cpu"),
+                        n_boot=0, workers=0)
+    (rep,) = ev.report["checkpoints"]
+    p_of = dict(zip(ev.scores[0].ids, ev.scores[0].probs, strict=True))
+    with (ISIC2017 / VAL_LABELS).open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    truth = np.array([float(r["melanoma"]) for r in rows])
+    p = np.array([p_of[r["image_id"]] for r in rows])
+    assert len(p) == rep["n_images"] == ev.report["n_images"] == 150
+    # attnmel calls p >= 0.5 melanoma, the scorer p > 0.5: the same here, no image scores 0.5
+    assert rep["at_threshold"]["n_at_threshold"] == int(np.sum(p == 0.5)) == 0
+    t, called = truth > 0.5, p > 0.5
+    tp, tn = int(np.sum(t & called)), int(np.sum(~t & ~called))
+    fp, fn = int(np.sum(~t & called)), int(np.sum(t & ~called))
+    sens, spec = float(tp) / float(tp + fn), float(tn) / float(tn + fp)
+    at = rep["at_threshold"]
+    assert rep["roc_auc"]["value"] == roc_auc_score(truth, p)
+    assert rep["average_precision"]["value"] == average_precision_score(truth, p)
+    assert (at["sensitivity"], at["specificity"]) == (sens, spec)
+    assert at["precision"] == float(tp) / float(tp + fp)
+    assert at["npv"] == float(tn) / float(tn + fn)
+    assert at["accuracy"] == float(tp + tn) / float(tp + tn + fp + fn)
+    assert at["f1"] == float(2 * tp) / float(2 * tp + fp + fn)
+    assert at["balanced_accuracy"] == np.mean([spec, sens])
+    fpr, tpr, _ = roc_curve(truth, p)
+    for target in ("0.82", "0.89", "0.95"):
+        first = next(i for i, v in enumerate(tpr) if v >= float(target))
+        assert rep["specificity_at_sensitivity"][target]["specificity"] == 1.0 - fpr[first]
 
 
 # --- parts, no data needed ----------------------------------------------------------------------

@@ -49,7 +49,8 @@ def evaluate(
         typer.Option(
             "--out", "-o",
             help="Write predictions.csv, report.json, roc.png, pr.png, reliability.png and "
-            "report.html here.",
+            "report.html here (and roc_classes.png, pr_classes.png and confusion_matrix.png "
+            "for a multi-class checkpoint).",
         ),
     ] = None,
     html: Annotated[
@@ -70,7 +71,9 @@ def evaluate(
     ] = 12,
     threshold: Annotated[
         str,
-        typer.Option(help="Threshold on p_melanoma, or 'val': Youden's J on the val split."),
+        typer.Option(help="Threshold on p_melanoma, or 'val': Youden's J on the val split. An "
+                     "image is called melanoma when p_melanoma >= threshold (the ISIC scorer: "
+                     "p > 0.5; the report counts the images scored exactly at the threshold)."),
     ] = "0.5",
     fmt: FormatOpt = None,
     compare: Annotated[
@@ -96,7 +99,13 @@ def evaluate(
     amp: AmpOpt = True,
     tta: TtaOpt = False,
 ) -> None:
-    """AP and AUC with 95 % intervals, operating points, calibration, attention Jaccard.
+    """AP and AUC with 95 % intervals, operating points, calibration, attention Jaccard, and
+    every figure of the ISIC challenge scorer.
+
+    Every checkpoint: p_melanoma against the melanoma label. A multi-class checkpoint adds
+    per-class figures (the true class: each image's diagnosis) and, with the melanoma and
+    seborrheic_keratosis classes, the ISIC 2017 Part 3 mean AUC. Ground truth rows of
+    score_weight 0 (ISIC 2019) are left out, as the ISIC scorer leaves them out.
 
     --format: table (the default; on stderr), json (the report on stdout), csv or jsonl (one
     record per image and checkpoint on stdout).
@@ -166,14 +175,24 @@ def _setup(
 
 def _render(result: Evaluation, out: Path | None, fmt: str, force: bool) -> None:
     """Failed images on stderr, the files in ``out``, the report as JSON (stdout) or a table."""
-    from attnmel_cli.evaluation.rendering import report_table, stdout_text, write_outputs
+    from attnmel_cli.evaluation.rendering import (
+        class_tables,
+        report_table,
+        stdout_text,
+        write_outputs,
+    )
 
     for failure in result.report["failed"]:
         report_failure(failure["path"], failure["error"])
+    if result.report["score_weight_zero"]:
+        log.info("left out %d images of score_weight 0", result.report["score_weight_zero"])
+    for rep in result.report["checkpoints"]:
+        if "skipped" in rep.get("multiclass", {}):
+            log.warning("%s: no per-class figures: %s", rep["name"], rep["multiclass"]["skipped"])
     if out is not None:
         write_outputs(result, out, overwrite=force)
         log.info("wrote predictions.csv, report.json and plots to %s", out)
     if fmt == "table":
-        err.print(report_table(result.report))
+        err.print(report_table(result.report), *class_tables(result.report))
     else:
         typer.echo(stdout_text(result, fmt), nl=False)

@@ -14,10 +14,10 @@ Specs:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
 
-from attnmel_cli.data.manifest import Row
 from attnmel_cli.errors import DataError
 from attnmel_cli.models.names import CLASSES, MELANOMA_NAMES, class_problems, is_binary
 
@@ -26,7 +26,20 @@ ISIC2017_CLASSES = ("melanoma", "seborrheic_keratosis", "nevus")
 OTHER = "other"
 
 
-def resolve_classes(spec: str, rows: Sequence[Row]) -> tuple[str, ...]:
+class Labelled(Protocol):
+    """What :func:`class_labels` reads of a manifest row or of an image ``evaluate`` scores."""
+
+    @property
+    def image_id(self) -> str: ...
+
+    @property
+    def label(self) -> int: ...
+
+    @property
+    def diagnosis(self) -> str: ...
+
+
+def resolve_classes(spec: str, rows: Sequence[Labelled]) -> tuple[str, ...]:
     """The class list of ``spec`` for the training ``rows`` (see the module docstring)."""
     if spec == "melanoma":
         return CLASSES
@@ -46,7 +59,7 @@ def resolve_classes(spec: str, rows: Sequence[Row]) -> tuple[str, ...]:
     return classes
 
 
-def class_labels(rows: Sequence[Row], classes: Sequence[str], where: str = "") -> np.ndarray:
+def class_labels(rows: Sequence[Labelled], classes: Sequence[str], where: str = "") -> np.ndarray:
     """Class index (n,) int64 of each row: the binary ``label`` for the binary classes, the
     diagnosis' index otherwise (``other`` for an unlisted diagnosis where the list has it)."""
     if is_binary(classes):

@@ -22,8 +22,8 @@ from attnmel_cli.data.manifest import read_manifest
 from attnmel_cli.engine.inference import Session
 from attnmel_cli.engine.setup import data_fingerprint
 from attnmel_cli.evaluation.gallery import GALLERY_SIZE, Card, Section, build_gallery
-from attnmel_cli.evaluation.plots import curve_figures
-from attnmel_cli.evaluation.rendering import metric_rows
+from attnmel_cli.evaluation.plots import class_figures, curve_figures
+from attnmel_cli.evaluation.rendering import CLASS_COLUMNS, class_rows, classes_of, metric_rows
 from attnmel_cli.evaluation.report_figures import (
     diagnosis_chart,
     diagnosis_rows,
@@ -121,6 +121,18 @@ def _diagnoses(evaluation: Evaluation, data: EvalData) -> dict[str, Any] | None:
     return {"rows": by_checkpoint, "chart": figure_data_uri(diagnosis_chart(by_checkpoint))}
 
 
+def _classes(report: dict[str, Any]) -> dict[str, Any] | None:
+    """The per-class sections of the multi-class checkpoints (None: there is none): per
+    checkpoint its name and either its section and table rows, or why it has none."""
+    shown = [
+        {"name": rep["name"], "section": classes_of(rep),
+         "skipped": rep["multiclass"].get("skipped"),
+         "rows": class_rows(rep["multiclass"]) if classes_of(rep) else []}
+        for rep in report["checkpoints"] if "multiclass" in rep
+    ]
+    return {"checkpoints": shown, "columns": CLASS_COLUMNS} if shown else None
+
+
 def render_html(
     evaluation: Evaluation, data: EvalData, gallery: list[tuple[Section, list[Card]]],
     *, created: datetime | None = None,
@@ -138,6 +150,9 @@ def render_html(
         "metric_rows": metric_rows(report),
         "curves": {name.removesuffix(".png"): figure_data_uri(fig)
                    for name, fig in curve_figures(evaluation).items()},
+        "classes": _classes(report),
+        "class_curves": [(name.removesuffix(".png").replace("_", " "), figure_data_uri(fig))
+                         for name, fig in class_figures(evaluation).items()],
         "histograms": [figure_data_uri(score_histogram(sc, rep["threshold"]["value"]))
                        for sc, rep in zip(evaluation.scores, reps, strict=True)],
         "gallery": gallery,

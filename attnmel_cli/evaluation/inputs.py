@@ -36,7 +36,9 @@ def load_data(data: Path, split: str | None, dataset: str = "auto") -> EvalData:
     ``data`` is a prepared dir (``manifest.csv``) or a source never prepared: an ISIC download or
     a generic layout (class folders, or a CSV of image,label), read and matched as ``prepare``
     does. A photo-sized lesion mask must cover the photo's pixel grid.
-    A source whose labels name no split at all is evaluated whole.
+    A source whose labels name no split at all is evaluated whole. Images whose ground truth
+    has a ``score_weight`` of 0 (ISIC 2019-style label files) are left out, as the ISIC scorer
+    leaves them out, and counted in ``score_weight_zero``.
     """
     if (data / MANIFEST_NAME).is_file():
         rows = read_manifest(data)
@@ -51,14 +53,23 @@ def load_data(data: Path, split: str | None, dataset: str = "auto") -> EvalData:
         ]
         return EvalData(data, split, items, prepared=True)
     problems = Problems(str(data))
-    jobs, _ = match_files(read_source(data, problems, dataset), problems)
+    src = read_source(data, problems, dataset)
+    jobs, _ = match_files(src, problems)
     problems.raise_if_any()
     splits = {j.split for j in jobs if j.split}
     if splits:
         split = _pick(data, split, splits)
         jobs = [j for j in jobs if j.split == split]
-    items = [Item(j.image_id, j.image, j.label, j.lesion, j.diagnosis) for j in jobs]
-    return EvalData(data, split if splits else None, items, prepared=False)
+    unweighted = {e.image_id for e in src.entries if e.weight == 0}
+    items = [
+        Item(j.image_id, j.image, j.label, j.lesion, j.diagnosis)
+        for j in jobs
+        if j.image_id not in unweighted
+    ]
+    return EvalData(
+        data, split if splits else None, items, prepared=False,
+        score_weight_zero=len(jobs) - len(items),
+    )
 
 
 def load_val_data(data: Path, dataset: str = "auto") -> EvalData:

@@ -5,6 +5,8 @@ Conventions shared by every function here:
 - ``y`` holds labels, 1 = melanoma, 0 = anything else; ``p`` holds melanoma probabilities.
 - An image is called positive when ``p >= threshold`` (scikit-learn's ``roc_curve`` convention,
   so every threshold it returns reproduces its own ROC point through :func:`threshold_metrics`).
+  The ISIC challenge scorer calls it positive when ``p > 0.5``: the two differ only for an image
+  scored exactly at the threshold.
 - A rate whose denominator is zero (e.g. precision with no positive call) is ``nan``.
 """
 
@@ -25,13 +27,17 @@ Metric = Callable[[np.ndarray, np.ndarray], float]
 
 @dataclass(frozen=True)
 class ThresholdMetrics:
-    """Figures of the binary decision ``p >= threshold``."""
+    """Figures of the binary decision ``p >= threshold`` (precision is the PPV; f1 the Dice
+    coefficient of the ISIC scorer)."""
 
     threshold: float
     sensitivity: float
     specificity: float
     precision: float
     balanced_accuracy: float
+    npv: float
+    accuracy: float
+    f1: float
     tn: int
     fp: int
     fn: int
@@ -147,7 +153,8 @@ def _rate(num: int, den: int) -> float:
 
 
 def threshold_metrics(y: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> ThresholdMetrics:
-    """Sensitivity, specificity, precision, balanced accuracy, confusion matrix at ``threshold``."""
+    """Sensitivity, specificity, precision (PPV), balanced accuracy, NPV, accuracy, F1 (Dice:
+    2·TP / (2·TP + FP + FN)) and the confusion matrix of ``p >= threshold``."""
     y, p = _labels_scores(y, p)
     pred = p >= threshold
     truth = y == 1
@@ -162,6 +169,9 @@ def threshold_metrics(y: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> T
         specificity=spec,
         precision=_rate(tp, tp + fp),
         balanced_accuracy=(sens + spec) / 2,
+        npv=_rate(tn, tn + fn),
+        accuracy=(tp + tn) / len(y),
+        f1=_rate(2 * tp, 2 * tp + fp + fn),
         tn=tn,
         fp=fp,
         fn=fn,
@@ -169,7 +179,9 @@ def threshold_metrics(y: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> T
     )
 
 
-def _roc(y: np.ndarray, p: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def roc_points(
+    y: np.ndarray, p: np.ndarray, what: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Validated full ROC curve ``(fpr, tpr, thresholds)``, every threshold kept."""
     y, p = _labels_scores(y, p)
     _require_both_classes(y, what)
@@ -186,11 +198,30 @@ def sensitivity_at_specificity(y: np.ndarray, p: np.ndarray, specificity: float)
     """
     if not 0 <= specificity <= 1:
         raise AttnMelError(f"target specificity must lie in [0, 1]; got {specificity}")
-    fpr, tpr, thr = _roc(y, p, "sensitivity at fixed specificity")
+    fpr, tpr, thr = roc_points(y, p, "sensitivity at fixed specificity")
     # 1e-12: float slack so that e.g. 8 of 10 negatives counts as 80 %; the first point
     # (threshold inf, specificity 1) always qualifies
     ok = (1 - fpr) >= specificity - 1e-12
     i = int(np.argmax(np.where(ok, tpr, -1.0)))
+    return OperatingPoint(float(thr[i]), float(tpr[i]), float(1 - fpr[i]))
+
+
+def specificity_at_sensitivity(
+    y: np.ndarray, p: np.ndarray, sensitivity: float
+) -> OperatingPoint:
+    """Highest specificity among the ROC operating points whose sensitivity is >= ``sensitivity``.
+
+    The ISIC 2017 scorer's rule (it reports the specificity at 82, 89 and 95 % sensitivity): the
+    first ROC point, from the highest threshold down, whose sensitivity reaches the target, no
+    interpolation. Among equally specific points the most sensitive (lowest threshold) wins.
+    """
+    if not 0 <= sensitivity <= 1:
+        raise AttnMelError(f"target sensitivity must lie in [0, 1]; got {sensitivity}")
+    fpr, tpr, thr = roc_points(y, p, "specificity at fixed sensitivity")
+    # 1e-12: float slack, as above; the last point (every image called) always qualifies
+    ok = tpr >= sensitivity - 1e-12
+    best = np.where(ok, 1 - fpr, -1.0)
+    i = len(best) - 1 - int(np.argmax(best[::-1]))  # the last = lowest threshold among ties
     return OperatingPoint(float(thr[i]), float(tpr[i]), float(1 - fpr[i]))
 
 
@@ -199,7 +230,7 @@ def youden_threshold(y: np.ndarray, p: np.ndarray) -> OperatingPoint:
 
     Meant to choose a decision threshold on the validation split; ties go to the highest threshold.
     """
-    fpr, tpr, thr = _roc(y, p, "choosing a threshold")
+    fpr, tpr, thr = roc_points(y, p, "choosing a threshold")
     # The point at threshold inf calls nothing: it is no decision rule, so it never wins.
     j = np.where(np.isfinite(thr), tpr - fpr, -np.inf)
     i = int(np.argmax(j >= j.max() - 1e-12))  # first = highest threshold; 1e-12: float slack

@@ -1,10 +1,12 @@
-"""``evaluate``'s plots: ROC, precision–recall and reliability, one curve per checkpoint."""
+"""``evaluate``'s plots: ROC, precision–recall and reliability, one curve per checkpoint; for
+multi-class checkpoints, the per-class curves and the confusion matrix."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from sklearn.metrics import precision_recall_curve, roc_curve
@@ -12,6 +14,8 @@ from sklearn.metrics import precision_recall_curve, roc_curve
 from attnmel_cli.evaluation import metrics
 from attnmel_cli.evaluation.results import ECE_BINS, Evaluation
 from attnmel_cli.io.atomic import atomic_path
+
+CLASS_PLOTS = ("roc_classes.png", "pr_classes.png", "confusion_matrix.png")
 
 
 def _figure(title: str, xlabel: str, ylabel: str) -> tuple[Figure, Any]:
@@ -58,10 +62,63 @@ def curve_figures(evaluation: Evaluation) -> dict[str, Figure]:
     return {"roc.png": roc, "pr.png": pr, "reliability.png": rel}
 
 
+def class_figures(evaluation: Evaluation) -> dict[str, Figure]:
+    """Per multi-class checkpoint (one panel each): the one-vs-rest ROC and precision–recall
+    curve of every class with images, and the confusion matrix of the arg-max prediction (each
+    row as a fraction of its class, the counts written in); by the name of the file ``evaluate
+    --out`` writes each to. Empty without a multi-class checkpoint whose classes are known."""
+    shown = [(sc, rep["multiclass"]) for sc, rep in
+             zip(evaluation.scores, evaluation.report["checkpoints"], strict=True)
+             if sc.true_class is not None]
+    if not shown:
+        return {}
+    figures = {name: Figure(figsize=(5 * len(shown), 5), dpi=100) for name in CLASS_PLOTS}
+    for fig in figures.values():
+        FigureCanvasAgg(fig)
+    roc_fig, pr_fig, cm_fig = (figures[name] for name in CLASS_PLOTS)
+    for k, (sc, section) in enumerate(shown, 1):
+        roc_ax, pr_ax = roc_fig.add_subplot(1, len(shown), k), pr_fig.add_subplot(1, len(shown), k)
+        roc_ax.set(title=f"{sc.name}: one-vs-rest ROC", xlabel="1 − specificity",
+                   ylabel="sensitivity", xlim=(0, 1), ylim=(0, 1.02))
+        pr_ax.set(title=f"{sc.name}: one-vs-rest precision–recall", xlabel="recall",
+                  ylabel="precision", xlim=(0, 1), ylim=(0, 1.02))
+        roc_ax.plot([0, 1], [0, 1], ls=":", c="grey")
+        for c, name in enumerate(section["classes"]):
+            y, p = sc.true_class == c, sc.class_probs[:, c]
+            if 0 < y.sum() < len(y):
+                one = section["per_class"][name]
+                fpr, tpr, _ = roc_curve(y, p)
+                roc_ax.plot(fpr, tpr, label=f"{name} (AUC {one['roc_auc']['value']:.3f})")
+                prec, rec, _ = precision_recall_curve(y, p)
+                pr_ax.step(rec, prec, where="post",
+                           label=f"{name} (AP {one['average_precision']['value']:.3f})")
+        for ax in (roc_ax, pr_ax):
+            ax.grid(alpha=0.3)
+            ax.legend(loc="lower right", fontsize="small")
+        _confusion_panel(cm_fig.add_subplot(1, len(shown), k), sc.name, section)
+    return figures
+
+
+def _confusion_panel(ax: Any, name: str, section: dict[str, Any]) -> None:
+    """The confusion matrix of a per-class section: rows true, columns predicted."""
+    counts = np.asarray(section["confusion_matrix"]["counts"])
+    fraction = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    ax.imshow(fraction, cmap="Blues", vmin=0, vmax=1)
+    ticks = range(len(section["classes"]))
+    ax.set_xticks(ticks, section["classes"], rotation=30, ha="right")
+    ax.set_yticks(ticks, section["classes"])
+    ax.set(title=f"{name}: confusion matrix", xlabel="predicted class", ylabel="true class")
+    for (i, j), n in np.ndenumerate(counts):
+        ax.text(j, i, str(n), ha="center", va="center",
+                color="white" if fraction[i, j] > 0.5 else "black")
+
+
 def write_plots(evaluation: Evaluation, out: Path, *, overwrite: bool = False) -> list[Path]:
-    """``roc.png``, ``pr.png`` and ``reliability.png``: one curve per checkpoint."""
+    """``roc.png``, ``pr.png`` and ``reliability.png`` (one curve per checkpoint), and for
+    multi-class checkpoints the :func:`class_figures`."""
     written = []
-    for fname, fig in curve_figures(evaluation).items():
+    figures = {**curve_figures(evaluation), **class_figures(evaluation)}
+    for fname, fig in figures.items():
         _save_png(fig, out / fname, overwrite)
         written.append(out / fname)
     return written

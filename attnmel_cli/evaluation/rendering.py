@@ -14,12 +14,15 @@ from typing import Any
 from rich.table import Table
 
 from attnmel_cli.errors import AttnMelError
-from attnmel_cli.evaluation.plots import write_plots
+from attnmel_cli.evaluation.isic_scorer import PARTIAL_AUC_SENSITIVITY, SENSITIVITIES
+from attnmel_cli.evaluation.plots import CLASS_PLOTS, write_plots
 from attnmel_cli.evaluation.results import SPECIFICITIES, Evaluation, Scores
 from attnmel_cli.io.atomic import ensure_dir, refuse_unless_forced, write_text_atomic
+from attnmel_cli.models.names import CLASSES
 
 OUTPUT_FILES = (
-    "predictions.csv", "report.json", "roc.png", "pr.png", "reliability.png", "report.html"
+    "predictions.csv", "report.json", "roc.png", "pr.png", "reliability.png", "report.html",
+    *CLASS_PLOTS,
 )
 
 
@@ -44,17 +47,31 @@ def _maps(scores: Sequence[Scores]) -> list[str]:
     return list(dict.fromkeys(n for sc in scores for n in sc.jaccard))
 
 
+def _classes(scores: Sequence[Scores]) -> list[str]:
+    """The classes of the multi-class checkpoints with a ``p_<class>`` column, in order of first
+    appearance (not ``melanoma``: its column is ``p_melanoma``)."""
+    return list(dict.fromkeys(
+        c for sc in scores if sc.meta.classes != CLASSES for c in sc.meta.classes
+        if c != "melanoma"
+    ))
+
+
 def prediction_records(scores: Sequence[Scores]) -> list[dict[str, Any]]:
     """One record per image and checkpoint: ``image_id, label`` (ground truth), ``p_melanoma``,
-    ``checkpoint`` and ``jaccard_<map>`` per map (None where the image has no lesion mask)."""
-    maps = _maps(scores)
+    ``checkpoint``, ``p_<class>`` per class of the multi-class checkpoints (None where the
+    checkpoint has no such class) and ``jaccard_<map>`` per map (None where the image has no
+    lesion mask)."""
+    maps, classes = _maps(scores), _classes(scores)
     records = []
     for sc in scores:
+        where = {c: k for k, c in enumerate(sc.meta.classes)} if sc.meta.classes != CLASSES else {}
         for i, image_id in enumerate(sc.ids):
             jac = [float(sc.jaccard[n][i]) if n in sc.jaccard else math.nan for n in maps]
             records.append({
                 "image_id": image_id, "label": int(sc.labels[i]),
                 "p_melanoma": float(sc.probs[i]), "checkpoint": sc.name,
+                **{f"p_{c}": float(sc.class_probs[i, where[c]]) if c in where else None
+                   for c in classes},
                 **{f"jaccard_{n}": None if math.isnan(j) else j
                    for n, j in zip(maps, jac, strict=True)},
             })
@@ -70,6 +87,7 @@ def predictions_csv(scores: Sequence[Scores]) -> str:
     buf = io.StringIO(newline="")
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["image_id", "label", "p_melanoma", "checkpoint",
+                     *(f"p_{c}" for c in _classes(scores)),
                      *(f"jaccard_{n}" for n in _maps(scores))])
     for rec in prediction_records(scores):
         writer.writerow(
@@ -99,8 +117,8 @@ def check_outputs(out: Path, *, overwrite: bool = False) -> None:
 
 
 def write_outputs(evaluation: Evaluation, out: Path, *, overwrite: bool = False) -> list[Path]:
-    """predictions.csv, report.json and the three plots in ``out``; nothing is written when one
-    of them exists already and ``overwrite`` is false."""
+    """predictions.csv, report.json and the plots in ``out``; nothing is written when one of
+    evaluate's files exists already and ``overwrite`` is false."""
     check_outputs(out, overwrite=overwrite)
     written = [
         write_text_atomic(
@@ -115,27 +133,42 @@ def _fmt(value: float | None, digits: int = 3) -> str:
     return "—" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
 
 
+def _with_ci(block: dict[str, Any]) -> str:
+    """``value [low, high]`` of an ``{"value", "ci95"}`` block."""
+    ci = block["ci95"]
+    return _fmt(block["value"]) + ("" if ci is None else f" [{_fmt(ci[0])}, {_fmt(ci[1])}]")
+
+
+def classes_of(rep: dict[str, Any]) -> dict[str, Any] | None:
+    """A checkpoint report's per-class section, or None (binary, or skipped)."""
+    section = rep.get("multiclass")
+    return None if section is None or "skipped" in section else section
+
+
 def metric_rows(report: dict[str, Any]) -> list[tuple[str, list[str]]]:
     """The report's figures as (label, one cell per checkpoint) rows: the terminal table's and
-    the HTML report's (the paper's Table 1–3 layout)."""
+    the HTML report's (the paper's Table 1–3 layout, then the ISIC scorer's figures)."""
     reports = report["checkpoints"]
     rows: list[tuple[str, list[str]]] = []
-
-    def with_ci(block: dict[str, Any]) -> str:
-        ci = block["ci95"]
-        return _fmt(block["value"]) + ("" if ci is None else f" [{_fmt(ci[0])}, {_fmt(ci[1])}]")
 
     def row(label: str, cell: Callable[[dict[str, Any]], str]) -> None:
         rows.append((label, [cell(r) for r in reports]))
 
-    row("AP (95 % CI)", lambda r: with_ci(r["average_precision"]))
-    row("AUC (95 % CI)", lambda r: with_ci(r["roc_auc"]))
-    row("threshold", lambda r: _fmt(r["threshold"]["value"]))
+    row("AP (95 % CI)", lambda r: _with_ci(r["average_precision"]))
+    row("AUC (95 % CI)", lambda r: _with_ci(r["roc_auc"]))
+    row(
+        f"AUC above {PARTIAL_AUC_SENSITIVITY:.0%} sensitivity",
+        lambda r: _with_ci(r["roc_auc_above_sensitivity"]),
+    )
+    row("threshold t (melanoma: p ≥ t)", lambda r: _fmt(r["threshold"]["value"]))
     for key, label in (
         ("sensitivity", "sensitivity"),
         ("specificity", "specificity"),
-        ("precision", "precision"),
+        ("precision", "precision (PPV)"),
+        ("npv", "NPV"),
         ("balanced_accuracy", "balanced accuracy"),
+        ("accuracy", "accuracy"),
+        ("f1", "F1 (Dice)"),
     ):
         row(f"  {label}", lambda r, k=key: _fmt(r["at_threshold"][k]))
     row(
@@ -147,7 +180,21 @@ def metric_rows(report: dict[str, Any]) -> list[tuple[str, list[str]]]:
             f"sensitivity @ {spec:.0%} specificity",
             lambda r, s=f"{spec:.2f}": _fmt(r["sensitivity_at_specificity"][s]["sensitivity"]),
         )
+    for sens in SENSITIVITIES:
+        row(
+            f"specificity @ {sens:.0%} sensitivity",
+            lambda r, s=f"{sens:.2f}": _fmt(r["specificity_at_sensitivity"][s]["specificity"]),
+        )
     row("ECE", lambda r: _fmt(r["expected_calibration_error"]["value"]))
+    sections = [classes_of(r) for r in reports]
+    if any(sections):
+        for key, label in (("balanced_accuracy", "balanced multi-class accuracy"),
+                           ("accuracy", "multi-class accuracy")):
+            rows.append((label, [_fmt(s[key]) if s else "—" for s in sections]))
+    if any(s and "isic2017_part3_mean_auc" in s for s in sections):
+        rows.append(("ISIC 2017 Part 3: mean AUC (MEL, SK)", [
+            _fmt(s.get("isic2017_part3_mean_auc")) if s else "—" for s in sections
+        ]))
     maps = list(dict.fromkeys(n for r in reports for n in r.get("attention_jaccard", {})))
     for name in maps:
         row(
@@ -160,11 +207,51 @@ def metric_rows(report: dict[str, Any]) -> list[tuple[str, list[str]]]:
     return rows
 
 
+CLASS_COLUMNS = ("class", "images", "AUC (95 % CI)", "AP (95 % CI)", "sens.", "spec.", "PPV",
+                 "NPV", "F1")
+
+
+def class_rows(section: dict[str, Any]) -> list[list[str]]:
+    """One row per class of a per-class section (:data:`CLASS_COLUMNS`): one-vs-rest AUC and AP,
+    and the rates of the arg-max prediction."""
+    return [
+        [name, str(c["n_images"]), _with_ci(c["roc_auc"]), _with_ci(c["average_precision"]),
+         *(_fmt(c[k]) for k in ("sensitivity", "specificity", "precision", "npv", "f1"))]
+        for name, c in section["per_class"].items()
+    ]
+
+
+def class_tables(report: dict[str, Any]) -> list[Table]:
+    """Per multi-class checkpoint: its per-class table and its confusion matrix."""
+    tables = []
+    for rep in report["checkpoints"]:
+        section = classes_of(rep)
+        if section is None:
+            continue
+        per_class = Table(title=f"{rep['name']} · per class (one vs the rest)",
+                          caption=f"rates of the predicted class: the {section['prediction']}")
+        for k, column in enumerate(CLASS_COLUMNS):
+            per_class.add_column(column, justify="right" if k else "left", no_wrap=not k)
+        for cells in class_rows(section):
+            per_class.add_row(*cells)
+        cm = Table(title=f"{rep['name']} · confusion matrix (rows: true, columns: predicted)")
+        cm.add_column("")
+        for name in section["classes"]:
+            cm.add_column(name, justify="right")
+        for name, counts in zip(section["classes"], section["confusion_matrix"]["counts"],
+                                strict=True):
+            cm.add_row(name, *map(str, counts))
+        tables += [per_class, cm]
+    return tables
+
+
 def report_table(report: dict[str, Any]) -> Table:
     """The report as a Rich table: one column per checkpoint (:func:`metric_rows`)."""
     reports = report["checkpoints"]
+    left_out = report["score_weight_zero"]
     table = Table(
-        title=f"{report['data']} · split {report['split']} · {reports[0]['n_images']} images"
+        title=f"{report['data']} · split {report['split']} · {report['n_images']} images"
+        + (f" ({left_out} of score_weight 0 left out)" if left_out else "")
     )
     table.add_column("metric")
     for rep in reports:

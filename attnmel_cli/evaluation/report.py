@@ -20,7 +20,13 @@ from attnmel_cli.engine.distributed import SINGLE, Dist
 from attnmel_cli.engine.inference import Session
 from attnmel_cli.errors import AttnMelError, DataError
 from attnmel_cli.evaluation import metrics
+from attnmel_cli.evaluation.class_report import class_section, interval
 from attnmel_cli.evaluation.inputs import of_split
+from attnmel_cli.evaluation.isic_scorer import (
+    PARTIAL_AUC_SENSITIVITY,
+    SENSITIVITIES,
+    partial_auc_above_sensitivity,
+)
 from attnmel_cli.evaluation.results import (
     ECE_BINS,
     SPECIFICITIES,
@@ -30,6 +36,11 @@ from attnmel_cli.evaluation.results import (
     Scores,
 )
 from attnmel_cli.evaluation.scoring import score
+from attnmel_cli.models.names import CLASSES
+
+# How ``evaluate`` calls an image melanoma; the ISIC scorer calls it so when p > 0.5, which
+# differs only for an image scored exactly at the threshold (counted in ``n_at_threshold``).
+DECISION_RULE = "p_melanoma >= threshold"
 
 
 def parse_threshold(text: str) -> float | None:
@@ -45,18 +56,11 @@ def parse_threshold(text: str) -> float | None:
     return value
 
 
-def _interval(
-    y: np.ndarray, p: np.ndarray, metric: metrics.Metric, n_boot: int, seed: int
-) -> dict[str, Any]:
-    value = metric(y, p)
-    ci = metrics.bootstrap_ci(y, p, metric, n_boot=n_boot, seed=seed) if n_boot else None
-    return {"value": value, "ci95": None if ci is None else list(ci)}
-
-
 def checkpoint_report(
     sc: Scores, threshold: float, threshold_source: str, *, n_boot: int = 1000, seed: int = 0
 ) -> dict[str, Any]:
-    """Every figure of one checkpoint on its scored images (JSON-ready, non-finite kept as is)."""
+    """Every figure of one checkpoint on its scored images (JSON-ready, non-finite kept as is),
+    with the per-class section of a multi-class checkpoint."""
     y, p = sc.labels, sc.probs
     if len(y) == 0:
         first = f"; the first: {sc.failed[0][1]}" if sc.failed else ""
@@ -71,25 +75,39 @@ def checkpoint_report(
         "metadata": {**asdict(meta), "preprocessing": meta.preprocessing},
         "n_images": len(y),
         "n_melanoma": int(y.sum()),
-        "average_precision": _interval(y, p, metrics.average_precision, n_boot, seed),
-        "roc_auc": _interval(y, p, metrics.roc_auc, n_boot, seed),
-        "threshold": {"value": threshold, "source": threshold_source},
+        "average_precision": interval(y, p, metrics.average_precision, n_boot, seed),
+        "roc_auc": interval(y, p, metrics.roc_auc, n_boot, seed),
+        "roc_auc_above_sensitivity": {
+            "min_sensitivity": PARTIAL_AUC_SENSITIVITY,
+            **interval(y, p, partial_auc_above_sensitivity, n_boot, seed),
+        },
+        "threshold": {"value": threshold, "source": threshold_source, "rule": DECISION_RULE},
         "at_threshold": {
             "sensitivity": at.sensitivity,
             "specificity": at.specificity,
             "precision": at.precision,
             "balanced_accuracy": at.balanced_accuracy,
+            "npv": at.npv,
+            "accuracy": at.accuracy,
+            "f1": at.f1,
             "confusion_matrix": {"tn": at.tn, "fp": at.fp, "fn": at.fn, "tp": at.tp},
+            "n_at_threshold": int(np.sum(p == threshold)),
         },
         "sensitivity_at_specificity": {
             f"{spec:.2f}": asdict(metrics.sensitivity_at_specificity(y, p, spec))
             for spec in SPECIFICITIES
+        },
+        "specificity_at_sensitivity": {
+            f"{sens:.2f}": asdict(metrics.specificity_at_sensitivity(y, p, sens))
+            for sens in SENSITIVITIES
         },
         "expected_calibration_error": {
             "value": metrics.expected_calibration_error(y, p, ECE_BINS),
             "bins": ECE_BINS,
         },
     }
+    if sc.meta.classes != CLASSES:
+        report["multiclass"] = class_section(sc, n_boot=n_boot, seed=seed)
     if sc.jaccard:
         report["attention_jaccard"] = {
             name: {
@@ -185,14 +203,17 @@ def run_evaluation(
 def _assemble(
     data: EvalData, reports: list[dict[str, Any]], scores: list[Scores], n_boot: int, seed: int
 ) -> dict[str, Any]:
-    """The whole report: the data, the bootstrap, each checkpoint's figures, the comparisons of
-    each with the first, and every image that failed."""
+    """The whole report: the data (``n_images``: the images every checkpoint scored; images
+    that failed and those the ground truth weighs 0 are not in it), the bootstrap, each
+    checkpoint's figures, the comparisons of each with the first, and every image that failed."""
     failed = {path: error for sc in scores for path, error in sc.failed}
     return {
         "attnmel_version": __version__,
         "data": str(data.source),
         "split": data.split,
-        "n_images": len(data.items),
+        "n_images": len(data.items) - len(failed),
+        "n_failed": len(failed),
+        "score_weight_zero": data.score_weight_zero,
         "bootstrap": {
             "resamples": n_boot,
             "seed": seed,

@@ -30,12 +30,14 @@ class Item:
 
 @dataclass(frozen=True)
 class EvalData:
-    """The labelled images of one split (prepared dir) or of a layout never prepared."""
+    """The labelled images of one split (prepared dir) or of a layout never prepared;
+    ``score_weight_zero``: images its ground truth weighs 0 (``score_weight``), left out."""
 
     source: Path
     split: str | None
     items: list[Item]
     prepared: bool
+    score_weight_zero: int = 0
 
 
 @dataclass
@@ -47,9 +49,14 @@ class Scores:
     meta: CheckpointMeta
     ids: list[str]
     labels: np.ndarray
-    probs: np.ndarray
+    probs: np.ndarray  # (n,) p_melanoma
+    class_probs: np.ndarray  # (n, K) every class's probability, the checkpoint's class order
     jaccard: dict[str, np.ndarray]  # map name → per scored image (nan: no lesion mask)
     failed: list[tuple[str, str]]  # (path, error)
+    # A multi-class checkpoint: the true class (n,) of each image, from its diagnosis; None
+    # (binary checkpoint, or ``class_problem`` says why the diagnoses give no class)
+    true_class: np.ndarray | None = None
+    class_problem: str = ""
 
 
 @dataclass

@@ -8,13 +8,18 @@ from pathlib import Path
 
 import numpy as np
 
+from attnmel_cli.data.classes import class_labels
 from attnmel_cli.data.decode import DEFAULT_MAX_PIXELS
 from attnmel_cli.engine.distributed import SINGLE, Dist
 from attnmel_cli.engine.inference import Session
-from attnmel_cli.errors import InputError
+from attnmel_cli.errors import DataError, InputError
 from attnmel_cli.evaluation import metrics
 from attnmel_cli.evaluation.masks import load_mask
 from attnmel_cli.evaluation.results import Advance, EvalData, Item, Scores
+from attnmel_cli.models.names import CLASSES
+
+# One image: (item, path, p_melanoma, class probabilities, {map: jaccard}, error)
+Result = tuple[Item, str, float | None, tuple[float, ...], dict[str, float], str | None]
 
 
 def score(
@@ -40,8 +45,7 @@ def score(
     names = session.map_names() if any(it.lesion_mask for it in data.items) else []
     lo, hi = dist.bounds(len(data.items))
     items = data.items[lo:hi]
-    # (item, path, p_melanoma, {map: jaccard}, error) per image of this rank's block
-    local: list[tuple[Item, str, float | None, dict[str, float], str | None]] = []
+    local: list[Result] = []  # the images of this rank's block
     for s in session.score(
         [str(it.path) for it in items], batch_size=batch_size, workers=workers,
         keep_maps=bool(names), prepared=data.prepared, max_pixels=max_pixels, amp=amp,
@@ -60,9 +64,9 @@ def score(
                 else None
             )
         except InputError as exc:
-            local.append((item, s.path, None, {}, str(exc)))
+            local.append((item, s.path, None, (), {}, str(exc)))
         else:
-            local.append((item, s.path, s.p_melanoma, {
+            local.append((item, s.path, s.p_melanoma, s.probs, {
                 n: math.nan if mask is None else metrics.attention_jaccard(s.maps[n], mask)
                 for n in names
             }, None))
@@ -72,21 +76,30 @@ def score(
 
 
 def _collect(
-    results: list[tuple[Item, str, float | None, dict[str, float], str | None]],
-    names: list[str], checkpoint: Path, name: str, session: Session,
+    results: list[Result], names: list[str], checkpoint: Path, name: str, session: Session,
 ) -> Scores:
-    """Every rank's results, in input order, as one :class:`Scores` (failures set apart)."""
-    ids, labels, probs, failed = [], [], [], []
+    """Every rank's results, in input order, as one :class:`Scores` (failures set apart; the
+    true class of each image for a multi-class checkpoint, from its diagnosis)."""
+    ids, labels, probs, class_probs, failed, kept = [], [], [], [], [], []
     jaccard: dict[str, list[float]] = {n: [] for n in names}
-    for item, path, p, jac, error in results:
+    for item, path, p, every, jac, error in results:
         if error is not None:
             failed.append((path, error))
             continue
+        kept.append(item)
         ids.append(item.image_id)
         labels.append(item.label)
         probs.append(p)
+        class_probs.append(every)
         for n in names:
             jaccard[n].append(jac[n])
+    classes = session.meta.classes
+    truth, problem = None, ""
+    if classes != CLASSES:
+        try:
+            truth = class_labels(kept, classes)
+        except DataError as exc:
+            problem = str(exc)
     return Scores(
         checkpoint,
         name,
@@ -94,6 +107,9 @@ def _collect(
         ids,
         np.asarray(labels, dtype=int),
         np.asarray(probs, dtype=float),
+        np.asarray(class_probs, dtype=float).reshape(len(ids), len(classes)),
         {n: np.asarray(v, dtype=float) for n, v in jaccard.items()},
         failed,
+        truth,
+        problem,
     )

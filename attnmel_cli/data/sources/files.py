@@ -37,13 +37,15 @@ CsvRows = list[tuple[int, list[str]]]  # (line number, cells), blank lines dropp
 
 @dataclass(frozen=True)
 class Entry:
-    """One label from the source; ``split`` is None where the source does not give one."""
+    """One label from the source; ``split`` is None where the source does not give one;
+    ``weight`` is the ground truth's ``score_weight`` (0: the ISIC scorer leaves it out)."""
 
     image_id: str
     label: int
     diagnosis: str
     split: str | None
     origin: str  # where the label came from, for messages: "file.csv:12" or "class folder/"
+    weight: int = 1
 
 
 @dataclass

@@ -44,7 +44,8 @@ def read_isic2017(path: Path, rows: CsvRows, split: str | None, problems: Proble
 
 
 def one_hot_reader(classes: tuple[str, ...]) -> Callable[..., list[Entry]]:
-    """A reader of ISIC 2018 Task 3 / 2019 one-hot CSVs: ``image,MEL,…`` with exactly one 1."""
+    """A reader of ISIC 2018 Task 3 / 2019 one-hot CSVs: ``image,MEL,…`` with exactly one 1,
+    and an optional ``score_weight`` column (0 or 1: the scorer's ground truth)."""
 
     def read(path: Path, rows: CsvRows, split: str | None, problems: Problems) -> list[Entry]:
         entries = []
@@ -52,11 +53,15 @@ def one_hot_reader(classes: tuple[str, ...]) -> Callable[..., list[Entry]]:
             where = f"{path.name}:{line}"
             image_id = cells[0].strip()
             values = [binary(c) for c in cells[1 : len(classes) + 1]]
+            weight = binary(record(rows[0][1], cells).get("score_weight", "1"))
             if not image_id or len(values) < len(classes) or None in values or sum(values) != 1:
                 bad_label(problems, image_id, where, cells)
                 continue
+            if weight is None:
+                problems.add("bad score_weight (0 or 1 expected)", f"{image_id} ({where})")
+                continue
             hot = classes[values.index(1)]
-            entries.append(Entry(image_id, int(hot == "MEL"), hot, split, where))
+            entries.append(Entry(image_id, int(hot == "MEL"), hot, split, where, weight))
         return entries
 
     return read
