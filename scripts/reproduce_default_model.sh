@@ -10,7 +10,8 @@
 # 2. scripts/cv_report.py: per-fold and pooled out-of-fold AUC/AP (with and without 8-view TTA),
 #    the colour baseline on the same folds, and the ISIC 2016 test photos scored out of fold.
 # 3. The variant with the highest mean cross-validated AUC (without TTA) is trained once more on
-#    all 2,150 images (no validation split: the last epoch) and copied to weights/.
+#    all 2,150 images (no validation split: the last epoch), copied to weights/ and exported to
+#    ONNX beside it (weights/attnmel-default.onnx; needs the onnx extra).
 # Wall time on 2 cores (Intel Xeon, 2026-12-02): about 2 hours (cross-validation 69 min, report
 # 40 min, final model 47 min, partly side by side with other jobs); see weights/README.md.
 set -euo pipefail
@@ -68,4 +69,8 @@ attnmel train --data "$WORK/prepared" --out "$WORK/final-$best" --force "${RECIP
   --train-splits train,val $(variant_flags "$best") > /dev/null 2> "$WORK/final-$best.log"
 echo "final model: $(( $(date +%s) - start )) s" >&2
 cp "$WORK/final-$best/last.safetensors" weights/attnmel-default.safetensors
-echo "shipped: weights/attnmel-default.safetensors ($best)"
+# Its ONNX export, which predict and explain score where onnxruntime is installed
+# (tests/test_onnx.py checks that the two agree).
+attnmel export weights/attnmel-default.safetensors --out weights/attnmel-default.onnx --force \
+  > /dev/null
+echo "shipped: weights/attnmel-default.safetensors and .onnx ($best)"

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from attnmel_cli.io.default_model import onnx_default
+
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted(p.name for p in (REPO / "examples").glob("*.jpg"))
 # What the quick start does besides running attnmel: make and enter a venv, install.
@@ -74,11 +76,14 @@ def test_a_wheel_ships_the_default_model_and_scores_the_examples_as_the_checkout
 ) -> None:
     where = _run(venv / "bin" / "python", "-c",
                  "import attnmel_cli; from attnmel_cli.io.default_model import default_checkpoint; "
-                 "print(attnmel_cli.__file__); print(default_checkpoint())",
+                 "print(attnmel_cli.__file__); print(default_checkpoint()); "
+                 "print(default_checkpoint(onnx=True))",
                  cwd=tmp_path, env=_env(venv))  # not the checkout: python -c imports from cwd
-    package, model = (Path(line) for line in where.stdout.split())
-    assert package.is_relative_to(venv) and model.is_relative_to(venv), where.stdout
-    assert model.read_bytes() == (REPO / "weights" / model.name).read_bytes()
+    package, *models = (Path(line) for line in where.stdout.split())
+    assert [m.name for m in models] == ["attnmel-default.safetensors", "attnmel-default.onnx"]
+    for model in models:  # the checkpoint and its ONNX export, both shipped
+        assert package.is_relative_to(venv) and model.is_relative_to(venv), where.stdout
+        assert model.read_bytes() == (REPO / "weights" / model.name).read_bytes()
     installed = _run("attnmel", "predict", REPO / "examples", "-f", "csv", "-j", "0",
                      cwd=tmp_path, env=_env(venv))
     assert installed.returncode == 0, installed.stderr
@@ -86,7 +91,8 @@ def test_a_wheel_ships_the_default_model_and_scores_the_examples_as_the_checkout
     assert checkout.exit_code == 0, checkout.output
     rows = list(csv.DictReader(io.StringIO(installed.stdout)))
     assert [Path(r["path"]).name for r in rows] == EXAMPLES
-    assert {r["checkpoint"] for r in rows} == {"attnmel-default.safetensors"}
+    scored_by = "attnmel-default.onnx" if onnx_default("auto") else "attnmel-default.safetensors"
+    assert {r["checkpoint"] for r in rows} == {scored_by}  # ONNX Runtime where it serves
     assert installed.stdout == checkout.stdout  # the same scores, to the last digit
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,12 +15,21 @@ import numpy as np
 import pytest
 import torch
 
+from attnmel_cli.deploy import onnx_deps
 from attnmel_cli.deploy.onnx_deps import INPUT_NAME, LOGITS_NAME, require
 from attnmel_cli.deploy.runtime import OnnxSession, ordered_map, providers
 from attnmel_cli.engine.inference import Session
 from attnmel_cli.errors import AttnMelError
+from attnmel_cli.io import default_model
 from attnmel_cli.io.checkpoint import CheckpointMeta, read_header, save_checkpoint
-from attnmel_cli.io.default_model import default_checkpoint
+from attnmel_cli.io.default_model import (
+    DEFAULT_CHECKPOINT_ENV,
+    DEFAULT_CHECKPOINT_NAME,
+    DEFAULT_ONNX_NAME,
+    default_checkpoint,
+    onnx_default,
+)
+from attnmel_cli.io.digest import file_sha256
 from attnmel_cli.models.registry import build_model
 
 onnx = pytest.importorskip("onnx")
@@ -27,6 +37,8 @@ pytest.importorskip("onnxruntime")
 pytestmark = pytest.mark.usefixtures("restore_logging")
 
 REPO = Path(__file__).resolve().parents[1]
+WEIGHTS = REPO / "weights"
+EXAMPLES = [str(p) for p in sorted((REPO / "examples").glob("*.jpg"))]  # bundled photos
 DATA = REPO.parent / "shared" / "data"
 FULLRES = DATA / "isic2016-test-fullres" / "ISBI2016_ISIC_Part3_Test_Data"
 SMALL = DATA / "isic2017-256" / "ISIC-2017_Validation_Data"
@@ -88,11 +100,90 @@ def test_tiny_parity_every_arch(invoke, tmp_path, photos, arch, backbone) -> Non
     assert_parity(checkpoint, model, photos, tta=arch == "attnmel" and backbone == "vgg16_bn")
 
 
-def test_default_model_parity(invoke, tmp_path, photos) -> None:
-    checkpoint = default_checkpoint()
-    if not checkpoint.is_file():
-        pytest.skip(f"default model not found at {checkpoint}")
-    assert_parity(checkpoint, export(invoke, checkpoint, tmp_path / "default.onnx"), photos[:3])
+def test_the_shipped_onnx_is_the_default_model() -> None:
+    """weights/attnmel-default.onnx is the export of weights/attnmel-default.safetensors: the
+    checkpoint's header and SHA-256 in its metadata, the same scores and maps on the examples
+    (re-export it with `attnmel export … --force` whenever the checkpoint changes)."""
+    checkpoint, model = WEIGHTS / DEFAULT_CHECKPOINT_NAME, WEIGHTS / DEFAULT_ONNX_NAME
+    props = {p.key: p.value for p in onnx.load(str(model)).metadata_props}
+    header = read_header(checkpoint)
+    assert {k: props.get(k) for k in header} == header
+    assert props["source_checkpoint"] == checkpoint.name
+    assert props["source_sha256"] == file_sha256(checkpoint)
+    assert props["onnx_precision"] == "fp32"
+    assert_parity(checkpoint, model, EXAMPLES)
+
+
+@pytest.fixture
+def no_override(monkeypatch) -> None:
+    """Neither $ATTNMEL_CHECKPOINT nor torchrun: the default model is resolved."""
+    monkeypatch.delenv(DEFAULT_CHECKPOINT_ENV, raising=False)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+
+
+def test_the_default_is_the_onnx_export_where_onnx_runtime_serves(
+    monkeypatch, no_override
+) -> None:
+    shipped = WEIGHTS / DEFAULT_ONNX_NAME
+    monkeypatch.setattr(onnx_deps, "gpu_present", lambda: False)
+    assert default_checkpoint(onnx=True) == shipped
+    assert default_checkpoint() == WEIGHTS / DEFAULT_CHECKPOINT_NAME
+    assert onnx_default("auto") == onnx_default("cpu") == shipped
+    assert onnx_default("mps") is None  # PyTorch's device
+    ort = require("onnxruntime")
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    assert onnx_default("cuda") is None and onnx_default("cuda:1") is None
+    monkeypatch.setattr(onnx_deps, "gpu_present", lambda: True)  # PyTorch's auto: that GPU
+    assert onnx_default("auto") is None and onnx_default("cpu") == shipped
+    monkeypatch.setattr(ort, "get_available_providers",
+                        lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert onnx_default("auto") == onnx_default("cuda:1") == shipped
+    monkeypatch.setenv("WORLD_SIZE", "2")  # torchrun: PyTorch splits the work
+    assert onnx_default("cpu") is None
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # not installed: import fails
+    assert onnx_default("cpu") is None
+
+
+def test_gpu_present_is_judged_without_torch(monkeypatch) -> None:
+    monkeypatch.setattr(sys, "platform", "darwin")
+    monkeypatch.setattr("platform.machine", lambda: "arm64")
+    assert onnx_deps.gpu_present()  # Apple silicon: PyTorch's auto is MPS
+    monkeypatch.setattr("platform.machine", lambda: "x86_64")
+    assert not onnx_deps.gpu_present()
+    monkeypatch.setattr(sys, "platform", "linux")
+    if torch.cuda.is_available():  # a driver PyTorch uses is seen without torch
+        assert onnx_deps.gpu_present()
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert not onnx_deps.gpu_present()  # every GPU hidden
+
+
+def test_pytorch_scores_when_asked_or_without_onnx_runtime(
+    monkeypatch, no_override, invoke
+) -> None:
+    checkpoint = str(WEIGHTS / DEFAULT_CHECKPOINT_NAME)
+    runs = [invoke("predict", EXAMPLES[0], "-f", "csv", "-j", "0", "-c", checkpoint),
+            invoke("predict", EXAMPLES[0], "-f", "csv", "-j", "0",
+                   env={DEFAULT_CHECKPOINT_ENV: checkpoint})]
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # not installed: import fails
+    runs.append(invoke("predict", EXAMPLES[0], "-f", "csv", "-j", "0"))
+    for result in runs:
+        assert result.exit_code == 0, result.output
+        assert parse_csv(result.stdout)[0]["checkpoint"] == DEFAULT_CHECKPOINT_NAME
+
+
+def test_a_stale_export_is_not_used(monkeypatch, no_override, tmp_path, tiny, caplog) -> None:
+    """A checkpoint replaced without exporting it again: PyTorch scores it, with a warning."""
+    onnx_file = tmp_path / DEFAULT_ONNX_NAME
+    onnx_file.symlink_to(WEIGHTS / DEFAULT_ONNX_NAME)
+    monkeypatch.setattr(default_model, "default_checkpoint", lambda onnx=False: onnx_file)
+    monkeypatch.setattr(onnx_deps, "gpu_present", lambda: False)
+    (tmp_path / DEFAULT_CHECKPOINT_NAME).symlink_to(WEIGHTS / DEFAULT_CHECKPOINT_NAME)
+    assert onnx_default("cpu") == onnx_file
+    (tmp_path / DEFAULT_CHECKPOINT_NAME).unlink()
+    (tmp_path / DEFAULT_CHECKPOINT_NAME).symlink_to(tiny[0])  # another model
+    assert onnx_default("cpu") is None
+    assert "is not the export of the attnmel-default.safetensors beside it" in caplog.text
 
 
 @pytest.fixture(scope="module")
@@ -120,6 +211,7 @@ def test_metadata_and_graph(tiny) -> None:
     assert json.loads(props["onnx_outputs"]) == [LOGITS_NAME, "pool3", "pool4"]
     assert float(props["threshold"]) == 0.5
     assert props["source_checkpoint"] == checkpoint.name
+    assert props["source_sha256"] == file_sha256(checkpoint)
     (inp,) = model.graph.input
     assert inp.name == INPUT_NAME
     dims = inp.type.tensor_type.shape.dim
@@ -254,14 +346,16 @@ def test_ordered_map_keeps_order() -> None:
 
 
 def run_without_torch(args: list[str]) -> tuple[str, bool]:
-    """Run ``attnmel ARGS`` in a fresh interpreter: its stdout, and whether torch got imported."""
+    """Run ``attnmel ARGS`` in a fresh interpreter (no $ATTNMEL_CHECKPOINT): its stdout, and
+    whether torch got imported."""
     code = (
         "import sys\nfrom attnmel_cli.cli import main\nsys.argv = ['attnmel', *sys.argv[1:]]\n"
         "try:\n    main()\nexcept SystemExit:\n    pass\n"
         "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH', file=sys.stderr)\n"
     )
+    env = {k: v for k, v in os.environ.items() if k != DEFAULT_CHECKPOINT_ENV}
     done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
-                          cwd=REPO, timeout=120)
+                          cwd=REPO, timeout=120, env=env)
     assert done.stderr.strip().splitlines()[-1] in ("TORCH", "NO-TORCH"), done.stderr
     return done.stdout, done.stderr.strip().splitlines()[-1] == "TORCH"
 
@@ -277,6 +371,25 @@ def test_onnx_scoring_without_torch(tiny, photos) -> None:
     out, torch_imported = run_without_torch(["predict", "-c", str(model), photos[0], "-f", "csv"])
     assert parse_csv(out)[0]["path"] == photos[0] and parse_csv(out)[0]["p_melanoma"]
     assert not torch_imported
+
+
+def test_the_default_model_scores_through_onnx_runtime_without_torch(tmp_path) -> None:
+    """predict and explain with no --checkpoint, as a user runs them: the shipped ONNX export
+    scores, the records say so, and torch is never imported."""
+    if onnx_default("auto") is None:
+        pytest.skip("ONNX Runtime does not serve this machine's default device (a GPU PyTorch "
+                    "uses, and no CUDA provider): the default model runs through PyTorch here")
+    out, torch_imported = run_without_torch(["predict", str(REPO / "examples"), "-f", "csv"])
+    rows = parse_csv(out)
+    assert [r["path"] for r in rows] == EXAMPLES
+    assert {r["checkpoint"] for r in rows} == {DEFAULT_ONNX_NAME}
+    assert all(0 <= float(r["p_melanoma"]) <= 1 for r in rows) and not torch_imported
+    out, torch_imported = run_without_torch(["explain", EXAMPLES[3], "-o", str(tmp_path)])
+    assert out.split("\t")[0] == EXAMPLES[3] and not torch_imported
+    stem = Path(EXAMPLES[3]).stem
+    assert (tmp_path / f"{stem}_composite.png").is_file()
+    with np.load(tmp_path / f"{stem}_maps.npz") as raw:
+        assert set(raw.files) >= {"pool3", "pool4"}
 
 
 def test_readme_plain_onnxruntime_snippet(tiny, photos, tmp_path) -> None:

@@ -13,7 +13,8 @@ CheckpointOpt = Annotated[
     Path | None,
     typer.Option("--checkpoint", "-c",
                  help="attnmel .safetensors checkpoint, or an ONNX model from `attnmel export` "
-                 "(default: the model shipped with attnmel)."),
+                 "(default: the model shipped with attnmel; predict and explain run its ONNX "
+                 "export where onnxruntime is installed)."),
 ]
 PathsArg = Annotated[
     list[str],

@@ -23,6 +23,7 @@ from attnmel_cli.data.manifest import Row
 from attnmel_cli.data.transforms import paper_crop, paper_crop_box
 from attnmel_cli.errors import InputError
 from attnmel_cli.io.atomic import write_atomic
+from attnmel_cli.io.digest import file_sha256
 
 RECIPE = f"attnmel-prepare/1 crop={CROP_FRACTION} size={PREPARED_SIZE} png"  # change → redo all
 _DIGEST_KEY = "attnmel-inputs"
@@ -35,14 +36,6 @@ class Done:
     row: Row | None = None
     skipped: bool = False
     error: str | None = None
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _stamp(path: Path) -> str | None:
@@ -87,14 +80,14 @@ def _outputs(image_id: str) -> dict[str, str]:
 def process_job(job: Job, root: Path, out: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Done:
     """Write one job's prepared image and maps unless they are already there from equal inputs."""
     try:
-        sha = _sha256(job.image)
+        sha = file_sha256(job.image)
         digest = hashlib.sha256(
             "\n".join(
                 [
                     RECIPE,
                     sha,
                     *(
-                        _sha256(p) if p else "-"
+                        file_sha256(p) if p else "-"
                         for p in (job.lesion, job.superpixels, job.features)
                     ),
                 ]

@@ -30,6 +30,7 @@ from attnmel_cli.engine.scored import map_names
 from attnmel_cli.errors import AttnMelError
 from attnmel_cli.io.atomic import atomic_path, refuse_unless_forced
 from attnmel_cli.io.checkpoint import load_checkpoint, read_header
+from attnmel_cli.io.digest import file_sha256
 from attnmel_cli.io.records import DEFAULT_THRESHOLD
 from attnmel_cli.models.names import is_binary
 
@@ -38,6 +39,7 @@ ONNX_KEYS = {
     PRECISION_KEY: "fp32, or int8 (static QDQ quantisation)",
     OUTPUTS_KEY: "the output names, logits first",
     "source_checkpoint": "file name of the exported checkpoint",
+    "source_sha256": "SHA-256 of the exported checkpoint file (ties the model to it)",
     "threshold": "decision threshold on p_melanoma (predict's default; binary models only)",
 }
 
@@ -84,7 +86,7 @@ def export_onnx(
     if is_binary(meta.classes):  # a multi-class model predicts its most probable class
         props.setdefault("threshold", str(DEFAULT_THRESHOLD))
     props.update({PRECISION_KEY: "fp32", OUTPUTS_KEY: json.dumps(outputs),
-                  "source_checkpoint": checkpoint.name})
+                  "source_checkpoint": checkpoint.name, "source_sha256": file_sha256(checkpoint)})
     x = torch.zeros(2, 3, meta.image_size, meta.image_size)  # N = 2: nothing specialises on 1
     buffer = io.BytesIO()
     with warnings.catch_warnings():  # tracer notes on the size checks; the input size is fixed

@@ -1,13 +1,20 @@
-"""The optional ``onnx``/``onnxruntime`` packages (the ``onnx`` extra), and what an
-ONNX model file is to attnmel."""
+"""The optional ``onnx``/``onnxruntime`` packages (the ``onnx`` extra), what an ONNX model
+file is to attnmel, and whether ONNX Runtime can serve a device."""
 
 from __future__ import annotations
 
 import importlib
+import logging
+import os
+import platform
+import shutil
+import sys
 from pathlib import Path
 from types import ModuleType
 
 from attnmel_cli.errors import AttnMelError
+
+log = logging.getLogger("attnmel")
 
 ONNX_SUFFIX = ".onnx"
 INPUT_NAME = "input"  # the float batch (N, 3, S, S), N dynamic
@@ -31,3 +38,32 @@ def require(module: str) -> ModuleType:
             f"{module} is not installed; ONNX export and scoring need the onnx extra: "
             "`pip install onnx onnxruntime` (or, in an attnmel checkout, `pip install '.[onnx]'`)"
         ) from None
+
+
+def gpu_present() -> bool:
+    """Whether PyTorch's ``auto`` device is likely a GPU, judged without importing torch: an
+    NVIDIA driver with GPUs (not hidden by an empty ``CUDA_VISIBLE_DEVICES``), AMD's ROCm, or
+    Apple silicon (MPS)."""
+    if sys.platform == "darwin":
+        return platform.machine() == "arm64"
+    if os.environ.get("CUDA_VISIBLE_DEVICES") in ("", "-1"):
+        return False
+    if sys.platform != "linux":
+        return shutil.which("nvidia-smi") is not None
+    gpus = Path("/proc/driver/nvidia/gpus")
+    return (gpus.is_dir() and any(gpus.iterdir())) or Path("/dev/kfd").exists()
+
+
+def runtime_serves(device: str) -> bool:
+    """Whether ONNX Runtime is installed and runs a model on ``device`` where PyTorch would:
+    ``cpu``; ``cuda[:N]`` with its CUDA provider (onnxruntime-gpu); ``auto`` with that provider,
+    or where no GPU is present (:func:`gpu_present`). Any other device is PyTorch's."""
+    try:
+        ort = importlib.import_module("onnxruntime")
+    except (ImportError, OSError) as exc:  # not installed, or a broken install
+        log.debug("onnxruntime unavailable (%s): scoring with PyTorch", exc)
+        return False
+    cuda = "CUDAExecutionProvider" in ort.get_available_providers()
+    if device == "auto":
+        return cuda or not gpu_present()
+    return device == "cpu" or (cuda and (device == "cuda" or device.startswith("cuda:")))

@@ -11,7 +11,6 @@ converted dict is cached as safetensors under ``$XDG_CACHE_HOME/attnmel`` (``~/.
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib
 import logging
 import os
@@ -25,6 +24,7 @@ import torch
 from torch import Tensor
 
 from attnmel_cli.errors import AttnMelError
+from attnmel_cli.io.digest import file_sha256
 from attnmel_cli.models.backbones.timm import resolve_timm_name
 
 if TYPE_CHECKING:
@@ -102,11 +102,7 @@ def weights_file(backbone: str) -> Path:
 
 @functools.lru_cache(maxsize=8)
 def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_sha256(path)
 
 
 def sha256(path: Path) -> str:
