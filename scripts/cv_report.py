@@ -149,16 +149,25 @@ def main() -> None:
                 score(args.runs / f"{variant}-f{k}" / "last.safetensors", photos,
                       prepared=False, tta=tta) for k in range(args.folds)])
             ext[f"{variant}+tta" if tta else variant] = _pick(per_fold, folds16)
-        report["isic2016_out_of_fold"] = {
-            "in_pool": int(sum(f is not None for f in folds16)),
-            **{name: summary(y16, p, None, args.seed) for name, p in ext.items()},
-        }
+        report["isic2016_out_of_fold"] = external(y16, folds16, ext, args.seed)
+    emit(report, markdown(report), args.json, args.markdown)
+
+
+def external(y: np.ndarray, folds: list[int | None], scores: dict[str, np.ndarray],
+             seed: int) -> dict[str, object]:
+    """The ISIC 2016 block: how many photos are in the pool, each model's figures."""
+    return {"in_pool": int(sum(f is not None for f in folds)),
+            **{name: summary(y, p, None, seed) for name, p in scores.items()}}
+
+
+def emit(report: dict, tables: str, json_path: Path | None, md_path: Path | None) -> None:
+    """Print the report as JSON; write it and the card's tables where asked."""
     text = json.dumps(report, indent=2)
     print(text)
-    if args.json:
-        args.json.write_text(text + "\n")
-    if args.markdown:
-        args.markdown.write_text(markdown(report))
+    if json_path:
+        json_path.write_text(text + "\n")
+    if md_path:
+        md_path.write_text(tables)
 
 
 NAMES = {"gap": "pooled baseline (`vgg16-gap`)", "attnmel": "AttnMel-CNN (`attnmel`)",

@@ -17,13 +17,12 @@ that did not train on it (photos outside the pool by the mean of the fold models
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
-from cv_report import COLOUR, _ci, _pick, isic2016, summary  # scripts/cv_report.py
+from cv_report import COLOUR, _ci, _pick, emit, external, isic2016, summary  # scripts/cv_report.py
 
 from attnmel_cli.data.classes import ISIC2017_CLASSES, class_labels
 from attnmel_cli.data.decode import load_photo
@@ -151,16 +150,8 @@ def main() -> None:
                                                   photos, prepared=False)[:, 1]
                                       for k in range(args.folds)]), folds16),
         }
-        report["isic2016_out_of_fold"] = {
-            "in_pool": int(sum(f is not None for f in folds16)),
-            **{name: summary(y16, p, None, args.seed) for name, p in ext.items()},
-        }
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n")
-    if args.markdown:
-        args.markdown.write_text(markdown(report))
+        report["isic2016_out_of_fold"] = external(y16, folds16, ext, args.seed)
+    emit(report, markdown(report), args.json, args.markdown)
 
 
 ROWS = (("mel_auc", "melanoma AUC"), ("sk_auc", "seborrheic keratosis AUC"),
