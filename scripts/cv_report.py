@@ -26,7 +26,7 @@ import torch
 
 from attnmel_cli.data.decode import load_photo
 from attnmel_cli.data.folds import fold_of
-from attnmel_cli.data.manifest import read_manifest
+from attnmel_cli.data.manifest import Row, read_manifest
 from attnmel_cli.data.transforms import paper_crop
 from attnmel_cli.engine.inference import score_paths
 from attnmel_cli.evaluation.colour_baseline import (
@@ -77,24 +77,36 @@ def isic2016(directory: Path) -> tuple[list[str], list[Path], np.ndarray]:
     return ids, [photos / f"{i}.jpg" for i in ids], np.array([int(float(r[1])) for r in rows])
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def arguments(doc: str, runs_help: str) -> argparse.ArgumentParser:
+    """The options both cross-validation reports take."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--data", type=Path, required=True, help="prepared dir (attnmel prepare)")
-    ap.add_argument("--runs", type=Path, required=True, help="folder of <variant>-f<I> runs")
+    ap.add_argument("--runs", type=Path, required=True, help=runs_help)
     ap.add_argument("--folds", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0, help="seed of the folds (train --seed)")
-    ap.add_argument("--variants", default="gap,attnmel,lesion")
-    ap.add_argument("--tta", action="store_true",
-                    help="also score the chosen variant with 8-view TTA")
     ap.add_argument("--isic2016", type=Path, help="ISIC 2016 test folder (full resolution)")
     ap.add_argument("--json", type=Path, help="write the report here")
     ap.add_argument("--markdown", type=Path, help="write the model card's tables here")
+    return ap
+
+
+def cv_pool(data: Path, folds: int, seed: int) -> tuple[list[Row], dict[str, int]]:
+    """The train + val rows by image id, and each one's fold."""
+    rows = read_manifest(data)
+    assignment = fold_of(rows, folds, seed)
+    pool = [r for r in rows if r.image_id in assignment]
+    return sorted(pool, key=lambda r: r.image_id), assignment
+
+
+def main() -> None:
+    ap = arguments(__doc__, "folder of <variant>-f<I> runs")
+    ap.add_argument("--variants", default="gap,attnmel,lesion")
+    ap.add_argument("--tta", action="store_true",
+                    help="also score the chosen variant with 8-view TTA")
     args = ap.parse_args()
     torch.set_num_threads(2)
 
-    rows = read_manifest(args.data)
-    assignment = fold_of(rows, args.folds, args.seed)
-    pool = sorted((r for r in rows if r.image_id in assignment), key=lambda r: r.image_id)
+    pool, assignment = cv_pool(args.data, args.folds, args.seed)
     y = np.array([r.label for r in pool])
     fold = np.array([assignment[r.image_id] for r in pool])
     paths = [args.data / r.image for r in pool]

@@ -16,18 +16,25 @@ that did not train on it (photos outside the pool by the mean of the fold models
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
-from cv_report import COLOUR, _ci, _pick, emit, external, isic2016, summary  # scripts/cv_report.py
+from cv_report import (  # scripts/cv_report.py
+    COLOUR,
+    _ci,
+    _pick,
+    arguments,
+    cv_pool,
+    emit,
+    external,
+    isic2016,
+    summary,
+)
 
 from attnmel_cli.data.classes import ISIC2017_CLASSES, class_labels
 from attnmel_cli.data.decode import load_photo
-from attnmel_cli.data.folds import fold_of
-from attnmel_cli.data.manifest import read_manifest
 from attnmel_cli.data.transforms import paper_crop
 from attnmel_cli.engine.inference import score_paths
 from attnmel_cli.evaluation.colour_baseline import (
@@ -86,20 +93,10 @@ def report_of(c: np.ndarray, probs: np.ndarray, fold: np.ndarray, seed: int) -> 
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, required=True, help="prepared dir (attnmel prepare)")
-    ap.add_argument("--runs", type=Path, required=True, help="folder of 3class-f<I>, binary-f<I>")
-    ap.add_argument("--folds", type=int, default=3)
-    ap.add_argument("--seed", type=int, default=0, help="seed of the folds (train --seed)")
-    ap.add_argument("--isic2016", type=Path, help="ISIC 2016 test folder (full resolution)")
-    ap.add_argument("--json", type=Path, help="write the report here")
-    ap.add_argument("--markdown", type=Path, help="write the model card's tables here")
-    args = ap.parse_args()
+    args = arguments(__doc__, "folder of 3class-f<I>, binary-f<I> runs").parse_args()
     torch.set_num_threads(2)
 
-    rows = read_manifest(args.data)
-    assignment = fold_of(rows, args.folds, args.seed)
-    pool = sorted((r for r in rows if r.image_id in assignment), key=lambda r: r.image_id)
+    pool, assignment = cv_pool(args.data, args.folds, args.seed)
     c = class_labels(pool, ISIC2017_CLASSES)
     y = (c == MEL).astype(int)
     fold = np.array([assignment[r.image_id] for r in pool])
