@@ -5,7 +5,8 @@ Reads the runs ``scripts/reproduce_3class_model.sh`` trains (``RUNS/3class-f<I>`
 reports, per fold (mean ± sd) and pooled over all out-of-fold predictions (95 % stratified
 bootstrap intervals): melanoma and seborrheic keratosis one-vs-rest AUC, their mean (the ISIC 2017
 Part 3 figure), the nevus AUC, melanoma AP and the balanced multi-class accuracy of the arg-max.
-Beside it, on the same folds: the colour baseline (one-vs-rest per class) and the binary
+Beside it, on the same folds: the colour baseline (one-vs-rest per class; its arg-max over the
+three one-vs-rest probabilities) and the binary
 AttnMel-CNN on melanoma, with DeLong's paired test of the two melanoma rankings.
 
 ``--isic2016 DIR``: the ISIC 2016 test photos at full resolution, each scored by the fold model
@@ -120,7 +121,6 @@ def main() -> None:
                   for j in range(3)]
         colour_models.append(models)
         colour[fold == k] = np.stack([m.predict_proba(x[fold == k])[:, 1] for m in models], 1)
-    colour /= colour.sum(1, keepdims=True)  # comparable scores for the arg-max
 
     d = delong_test(y, binary, three[:, MEL])
     report: dict[str, object] = {
