@@ -357,3 +357,16 @@ def test_resume_keeps_the_classes(prepared, tmp_path, invoke) -> None:
     assert resumed.exit_code == 0, resumed.output
     meta = read_metadata(out / "last.safetensors")
     assert meta.classes == ("melanoma", "nevus", "other") and meta.metrics["epoch"] == 2
+
+
+def test_explain_overlays_are_stamped_in_their_corner_only() -> None:
+    from PIL import Image
+
+    from attnmel_cli.viz.overlay import stamp
+
+    grey = Image.new("RGB", (300, 200), (128, 128, 128))
+    out = np.asarray(stamp(grey, "seborrheic_keratosis 0.71"))
+    assert out.shape == (200, 300, 3)  # the overlay keeps the photo's size
+    assert (out[-3:, :3] == 0).all()  # the black box in the bottom-left corner
+    assert (out[-20:, :150] > 200).any()  # light text on it
+    assert (out[:140, :] == 128).all() and (out[:, 160:] == 128).all()  # the rest untouched

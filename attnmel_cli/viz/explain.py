@@ -37,13 +37,14 @@ def write_explanation(
     scored: Scored, meta: CheckpointMeta, out_dir: Path, stem: str, *,
     max_pixels: int = DEFAULT_MAX_PIXELS, overwrite: bool = False,
 ) -> list[Path]:
-    """``explain``'s files for one image: an overlay per map, the composite (its photo captioned
-    with the predicted class and probability), the raw maps (.npz; a multi-class checkpoint's
-    also hold ``p_<class>`` of each class and the ``prediction``)."""
+    """``explain``'s files for one image: an overlay per map (the predicted class and probability
+    stamped in its bottom-left corner), the composite (its photo captioned with them), the raw
+    maps (.npz; a multi-class checkpoint's also hold ``p_<class>`` of each class and the
+    ``prediction``)."""
     photo = load_photo(scored.path, max_pixels=max_pixels, warn_frames=False)
     box = network_box(*photo.size, meta.preprocess, prepared=is_prepared_image(photo))
-    caption = f"photo: {prediction_caption(meta.classes, scored.probs)}"
-    overlays, panel = explanation_images(photo, scored.maps, box, caption)
+    predicted = prediction_caption(meta.classes, scored.probs)
+    overlays, panel = explanation_images(photo, scored.maps, box, f"photo: {predicted}", predicted)
     written = [
         save_image(img, out_dir / f"{stem}_{name}.png", overwrite=overwrite)
         for name, img in overlays.items()

@@ -100,6 +100,20 @@ def composite(panels: list[tuple[str, Image.Image]], height: int = 384) -> Image
     return canvas
 
 
+def stamp(img: Image.Image, text: str) -> Image.Image:
+    """A copy of ``img`` with ``text`` in its bottom-left corner, white on a black box, the font
+    sized to the image (about 1/30 of its shorter side)."""
+    out = img.copy()
+    draw = ImageDraw.Draw(out)
+    font = ImageFont.load_default(size=max(10, min(out.size) // 30))
+    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+    pad = max(2, (bottom - top) // 4)
+    y0 = out.height - (bottom - top + 2 * pad)
+    draw.rectangle([0, y0, right - left + 2 * pad, out.height], fill=(0, 0, 0))
+    draw.text((pad - left, y0 + pad - top), text, fill=(255, 255, 255), font=font)
+    return out
+
+
 def save_image(img: Image.Image, target: str | Path, *, overwrite: bool = False) -> Path:
     """Save atomically; the format follows ``target``'s extension (PNG when unknown)."""
     target = Path(target)
@@ -111,15 +125,19 @@ def save_image(img: Image.Image, target: str | Path, *, overwrite: bool = False)
 
 def explanation_images(
     photo: Image.Image, maps: dict[str, np.ndarray], box: tuple[float, float, float, float],
-    photo_label: str = "photo",
+    photo_label: str = "photo", overlay_label: str | None = None,
 ) -> tuple[dict[str, Image.Image], Image.Image]:
-    """One overlay per map at the photo's resolution, and the (photo | map …) composite, its
-    photo panel captioned ``photo_label``."""
+    """One overlay per map at the photo's resolution (``overlay_label`` stamped in its corner,
+    e.g. the predicted class), and the (photo | map …) composite, its photo panel captioned
+    ``photo_label``."""
     overlays = {
         name: overlay(photo, map_on_photo(display_map(name, values), photo.size, box), box)
         for name, values in maps.items()
     }
     panels = [(photo_label, photo)] + [(MAP_LABELS.get(n, n), img) for n, img in overlays.items()]
+    if overlay_label is not None:
+        overlays = {name: stamp(img, f"{MAP_LABELS.get(name, name)} · {overlay_label}")
+                    for name, img in overlays.items()}
     return overlays, composite(panels)
 
 
