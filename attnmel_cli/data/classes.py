@@ -21,7 +21,6 @@ import numpy as np
 from attnmel_cli.errors import DataError
 from attnmel_cli.models.names import CLASSES, MELANOMA_NAMES, class_problems, is_binary
 
-CLASS_SPECS = ("melanoma", "isic2017", "diagnosis")
 ISIC2017_CLASSES = ("melanoma", "seborrheic_keratosis", "nevus")
 OTHER = "other"
 

@@ -18,7 +18,7 @@ from attnmel_cli.evaluation.isic_scorer import PARTIAL_AUC_SENSITIVITY, SENSITIV
 from attnmel_cli.evaluation.plots import CLASS_PLOTS, write_plots
 from attnmel_cli.evaluation.results import SPECIFICITIES, Evaluation, Scores
 from attnmel_cli.io.atomic import ensure_dir, refuse_unless_forced, write_text_atomic
-from attnmel_cli.models.names import CLASSES
+from attnmel_cli.models.names import is_binary
 
 OUTPUT_FILES = (
     "predictions.csv", "report.json", "roc.png", "pr.png", "reliability.png", "report.html",
@@ -51,7 +51,7 @@ def _classes(scores: Sequence[Scores]) -> list[str]:
     """The classes of the multi-class checkpoints with a ``p_<class>`` column, in order of first
     appearance (not ``melanoma``: its column is ``p_melanoma``)."""
     return list(dict.fromkeys(
-        c for sc in scores if sc.meta.classes != CLASSES for c in sc.meta.classes
+        c for sc in scores if not is_binary(sc.meta.classes) for c in sc.meta.classes
         if c != "melanoma"
     ))
 
@@ -64,7 +64,8 @@ def prediction_records(scores: Sequence[Scores]) -> list[dict[str, Any]]:
     maps, classes = _maps(scores), _classes(scores)
     records = []
     for sc in scores:
-        where = {c: k for k, c in enumerate(sc.meta.classes)} if sc.meta.classes != CLASSES else {}
+        binary = is_binary(sc.meta.classes)
+        where = {} if binary else {c: k for k, c in enumerate(sc.meta.classes)}
         for i, image_id in enumerate(sc.ids):
             jac = [float(sc.jaccard[n][i]) if n in sc.jaccard else math.nan for n in maps]
             records.append({

@@ -36,7 +36,7 @@ from attnmel_cli.evaluation.results import (
     Scores,
 )
 from attnmel_cli.evaluation.scoring import score
-from attnmel_cli.models.names import CLASSES
+from attnmel_cli.models.names import is_binary
 
 # How ``evaluate`` calls an image melanoma; the ISIC scorer calls it so when p > 0.5, which
 # differs only for an image scored exactly at the threshold (counted in ``n_at_threshold``).
@@ -106,7 +106,7 @@ def checkpoint_report(
             "bins": ECE_BINS,
         },
     }
-    if sc.meta.classes != CLASSES:
+    if not is_binary(sc.meta.classes):
         report["multiclass"] = class_section(sc, n_boot=n_boot, seed=seed)
     if sc.jaccard:
         report["attention_jaccard"] = {

@@ -16,7 +16,7 @@ from attnmel_cli.errors import DataError, InputError
 from attnmel_cli.evaluation import metrics
 from attnmel_cli.evaluation.masks import load_mask
 from attnmel_cli.evaluation.results import Advance, EvalData, Item, Scores
-from attnmel_cli.models.names import CLASSES
+from attnmel_cli.models.names import is_binary
 
 # One image: (item, path, p_melanoma, class probabilities, {map: jaccard}, error)
 Result = tuple[Item, str, float | None, tuple[float, ...], dict[str, float], str | None]
@@ -95,7 +95,7 @@ def _collect(
             jaccard[n].append(jac[n])
     classes = session.meta.classes
     truth, problem = None, ""
-    if classes != CLASSES:
+    if not is_binary(classes):
         try:
             truth = class_labels(kept, classes)
         except DataError as exc:
