@@ -182,6 +182,10 @@ class TrainConfig:
     image_size: int = field(default=224, metadata=option(
         "Input side S, a multiple of 32: random S crops of the image resized to S·256/224 "
         "(224 = the paper)."))
+    augment: str = field(default="paper", metadata=option(
+        "Training views: paper (random S crop of the image resized to S·256/224, 90° rotations, "
+        "flips: §3.1) or strong (a random-resized crop of 35–100 % of the image's area, the "
+        "paper's rotations and flips, and a mild colour jitter)."))
     normalize: str = field(default="backbone", metadata=option(
         "Input normalisation: backbone (what its ImageNet weights expect: ImageNet mean/std for "
         "VGG, timm's data config otherwise), imagenet, dataset (the training images' own "

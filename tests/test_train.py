@@ -11,16 +11,17 @@ import numpy as np
 import pytest
 import torch
 
-from attnmel_cli.data.augment import random_view
+from attnmel_cli.data.augment import AREA, ASPECT, random_view, resized_crop, strong_view
 from attnmel_cli.data.manifest import read_manifest
 from attnmel_cli.data.sampler import OversamplingSampler
 from attnmel_cli.data.train_set import TrainSet
 from attnmel_cli.engine import epoch as epoch_module
+from attnmel_cli.engine.setup import check_resumable
 from attnmel_cli.engine.trainer import TrainInterrupted, train
 from attnmel_cli.errors import AttnMelError, DataError
 from attnmel_cli.io.checkpoint import load_checkpoint
 from attnmel_cli.io.run_dir import BEST, LAST, METRICS, METRICS_COLUMNS, STATE
-from attnmel_cli.io.run_state import flatten, unflatten
+from attnmel_cli.io.run_state import RunState, flatten, unflatten
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +48,51 @@ def test_random_view_moves_image_and_mask_together() -> None:
     for seed in range(20):
         view = random_view(planes, 7, torch.Generator().manual_seed(seed))
         assert view.shape == (4, 7, 7) and torch.equal(view[0], view[3])
+
+
+def test_strong_view_moves_image_and_mask_together_and_depends_only_on_its_seed() -> None:
+    # a black-and-white pattern: the colour jitter keeps white above 127 and black below it
+    mask = torch.zeros(100, 100, dtype=torch.uint8)
+    mask[10:50, 20:80] = 1
+    mask[65:, :30] = 1
+    planes = torch.cat([(mask * 255).expand(3, -1, -1), mask[None]])
+    views = [strong_view(planes, 64, torch.Generator().manual_seed(seed)) for seed in range(20)]
+    for view in views:
+        assert view.shape == (4, 64, 64) and view.dtype == torch.uint8
+        assert set(view[3].unique().tolist()) <= {0, 1}
+        agree = ((view[:3] > 127) == view[3].bool()).float().mean()
+        assert agree > 0.98  # only edge pixels of the bilinear resize may differ
+    assert len({v.sum().item() for v in views}) > 10  # the views differ
+    again = strong_view(planes, 64, torch.Generator().manual_seed(3))
+    assert torch.equal(again, views[3])
+    rgb = strong_view(planes[:3], 64, torch.Generator().manual_seed(3))
+    assert torch.equal(rgb, views[3][:3])  # no mask: the same image view
+
+
+def test_resized_crop_window_stays_within_the_configured_area_and_aspect() -> None:
+    r = 64
+    rows = torch.arange(r, dtype=torch.uint8)[:, None].expand(r, r)
+    probe = torch.stack([rows, rows.T, rows, rows, rows.T])  # masks: each pixel's row, column
+    low = r * (AREA[0] / ASPECT[1]) ** 0.5 - 1  # smallest side: least area, most elongated
+    for seed in range(40):
+        view = resized_crop(probe, r, torch.Generator().manual_seed(seed))
+        h = int(view[3].max()) - int(view[3].min()) + 1  # nearest resize keeps every index
+        w = int(view[4].max()) - int(view[4].min()) + 1
+        assert low <= h <= r and low <= w <= r
+        assert AREA[0] * r * r * 0.9 <= h * w and ASPECT[0] * 0.9 <= w / h <= ASPECT[1] * 1.1
+
+
+def test_resume_reads_an_option_the_interrupted_run_predates_as_its_default(
+    config, prepared: Path, tmp_path: Path,
+) -> None:
+    now = config(prepared, tmp_path / "run", resume=True)
+    saved = now.as_record()
+    del saved["augment"]  # a run from before --augment: it used the paper's views
+    state = RunState(epoch=1, best_auc=0.5, best_epoch=1, train_config=saved,
+                     data_fingerprint="f", optimizer={}, scheduler={}, scaler={}, sampler={})
+    check_resumable(state, now, "f")
+    with pytest.raises(AttnMelError, match="augment: 'paper' → 'strong'"):
+        check_resumable(state, replace(now, augment="strong"), "f")
 
 
 def test_state_flattening_keeps_tensors_and_integer_keys() -> None:
@@ -130,6 +176,18 @@ def test_roi_lesion_runs_and_force_replaces(config, prepared: Path, tmp_path: Pa
     assert meta.train_config["roi"] == "lesion"
     with pytest.raises(AttnMelError, match="needs --arch attnmel"):
         train(replace(config, arch="vgg16-gap", out=tmp_path / "x"))
+
+
+def test_strong_augmentation_trains_with_a_lesion_roi_and_is_recorded(
+    config, prepared: Path, tmp_path: Path,
+) -> None:
+    with pytest.raises(AttnMelError, match="unknown augment 'heavy'"):
+        train(config(prepared, tmp_path / "bad", augment="heavy"))
+    result = train(config(prepared, tmp_path / "strong", roi="lesion", epochs=1,
+                          augment="strong"))
+    assert 0 < result.history[0]["train_dice4"] <= 1
+    _, meta = load_checkpoint(tmp_path / "strong" / BEST)
+    assert meta.train_config["augment"] == "strong"
 
 
 def test_background_roi_is_the_inverse_of_the_lesion_mask(prepared: Path) -> None:

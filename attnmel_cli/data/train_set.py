@@ -26,7 +26,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from attnmel_cli.config import PREPARED_SIZE, resize_size
-from attnmel_cli.data.augment import random_view
+from attnmel_cli.data.augment import AUGMENTS
 from attnmel_cli.data.manifest import Row
 from attnmel_cli.errors import DataError
 
@@ -73,7 +73,8 @@ class TrainSet(Dataset[TrainItem]):
     whether the image has a reference map (module docstring).
 
     The prepared image is resized to R = resize_size(S) (bilinear, masks nearest) and a random
-    S×S view is cut with :func:`attnmel_cli.data.augment.random_view`, the mask transformed with it.
+    S×S view is cut by the ``augment`` of :data:`attnmel_cli.data.augment.AUGMENTS`, the mask
+    transformed with it.
     :meth:`cache` decodes every image once into RAM (PNG decoding is most of the per-sample
     cost); DataLoader workers then share that tensor (copy-on-write after fork, or moved to
     shared memory by torch's pickler under spawn) and only cut views from it.
@@ -81,11 +82,12 @@ class TrainSet(Dataset[TrainItem]):
 
     def __init__(
         self, root: Path, rows: Sequence[Row], image_size: int, roi: str = "none",
-        labels: Sequence[int] | None = None,
+        labels: Sequence[int] | None = None, augment: str = "paper",
     ) -> None:
         if roi not in ROIS:
             raise DataError(f"unknown roi {roi!r}; choose one of {', '.join(ROIS)}")
         self.root, self.rows, self.size, self.roi = root, list(rows), image_size, roi
+        self.view = AUGMENTS[augment]
         # class index of each row (multi-class training); default the binary melanoma label
         self.labels = list(labels) if labels is not None else [r.label for r in self.rows]
         self.resize = resize_size(image_size)
@@ -139,6 +141,6 @@ class TrainSet(Dataset[TrainItem]):
         planes = (self.cached[index] if self.cached is not None
                   else torch.from_numpy(self._planes(row)))
         generator = torch.Generator().manual_seed(seed)
-        view = random_view(planes.permute(2, 0, 1), self.size, generator)
+        view = self.view(planes.permute(2, 0, 1), self.size, generator)
         roi = view[3:] if self.roi != "none" else torch.zeros(0, dtype=torch.uint8)
         return view[:3], roi, roi_known(row, self.roi), self.labels[index]

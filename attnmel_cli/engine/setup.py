@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from attnmel_cli.config import TrainConfig
+from attnmel_cli.data.augment import AUGMENTS
 from attnmel_cli.data.folds import fold_split
 from attnmel_cli.data.manifest import MANIFEST_NAME, SPLITS, Row, read_manifest
 from attnmel_cli.data.train_set import ROIS, TrainSet, physical_memory, roi_known, roi_path
@@ -52,6 +53,8 @@ def check_config(config: TrainConfig) -> None:
         problems.append(f"unknown arch {config.arch!r} (choose {', '.join(ARCHS)})")
     if config.roi not in ROIS:
         problems.append(f"unknown roi {config.roi!r} (choose {', '.join(ROIS)})")
+    if config.augment not in AUGMENTS:
+        problems.append(f"unknown augment {config.augment!r} (choose {', '.join(AUGMENTS)})")
     elif config.roi != "none" and config.arch != "attnmel":
         problems.append(f"--roi {config.roi} regularises attention maps: it needs --arch attnmel")
     for name in ("epochs", "batch_size", "oversample", "lr_step", "passes_per_epoch"):
@@ -153,7 +156,9 @@ def determinism(config: TrainConfig) -> Iterator[None]:
 
 
 def check_resumable(state: RunState, config: TrainConfig, fingerprint: str) -> None:
-    saved, now = state.train_config, config.as_record()
+    # an option newer than the interrupted run was run with its default
+    saved = {**TrainConfig(data=config.data, out=config.out).as_record(), **state.train_config}
+    now = config.as_record()
     changed = [k for k in now if k not in RESUME_MAY_CHANGE and saved.get(k) != now[k]]
     if changed:
         detail = ", ".join(f"{k}: {saved.get(k)!r} → {now[k]!r}" for k in changed)

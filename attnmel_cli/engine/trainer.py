@@ -154,7 +154,8 @@ def _loader(
     whatever the classes) and the training DataLoader over class indices ``labels``."""
     sampler = make_sampler(dist, [r.label for r in train_rows], config.oversample, config.seed,
                            config.batch_size, config.passes_per_epoch)
-    dataset = TrainSet(config.data, train_rows, config.image_size, config.roi, labels)
+    dataset = TrainSet(config.data, train_rows, config.image_size, config.roi, labels,
+                       config.augment)
     if config.cache_images:
         cache_images(dataset, dist.local_world)
     loader = DataLoader(
