@@ -1,4 +1,4 @@
-"""Cross-validation report for the model card: the paper's Table 2 rows on one backbone.
+"""Cross-validation report for the model card: the paper's Table 2 rows and the backbones compared.
 
 Reads the fold runs that ``scripts/reproduce_default_model.sh`` trains
 (``RUNS/<variant>-f<I>/last.safetensors``, fold I of K held out, chosen by nothing: the last
@@ -101,6 +101,9 @@ def cv_pool(data: Path, folds: int, seed: int) -> tuple[list[Row], dict[str, int
 def main() -> None:
     ap = arguments(__doc__, "folder of <variant>-f<I> runs")
     ap.add_argument("--variants", default="gap,attnmel,lesion")
+    ap.add_argument("--variant-data", action="append", default=[], metavar="VARIANT=DIR",
+                    help="score VARIANT's held-out images from this prepared dir (same images, "
+                         "another --crop-fraction); default --data")
     ap.add_argument("--tta", action="store_true",
                     help="also score the chosen variant with 8-view TTA")
     args = ap.parse_args()
@@ -111,6 +114,10 @@ def main() -> None:
     fold = np.array([assignment[r.image_id] for r in pool])
     paths = [args.data / r.image for r in pool]
     variants = args.variants.split(",")
+    data_of = {v: args.data for v in variants}
+    for spec in args.variant_data:
+        variant, _, folder = spec.partition("=")
+        data_of[variant] = Path(folder)
 
     oof: dict[str, np.ndarray] = {}
     x = np.stack([features_of_file(p) for p in paths])
@@ -123,7 +130,8 @@ def main() -> None:
     def out_of_fold(variant: str, tta: bool) -> np.ndarray:
         p = np.zeros(len(pool))
         for k in range(args.folds):
-            held = [path for path, f in zip(paths, fold, strict=True) if f == k]
+            held = [data_of[variant] / r.image for r, f in zip(pool, fold, strict=True)
+                    if f == k]
             ckpt = args.runs / f"{variant}-f{k}" / "last.safetensors"
             p[fold == k] = score(ckpt, held, prepared=True, tta=tta)
         return p
@@ -183,7 +191,8 @@ def emit(report: dict, tables: str, json_path: Path | None, md_path: Path | None
 
 
 NAMES = {"gap": "pooled baseline (`vgg16-gap`)", "attnmel": "AttnMel-CNN (`attnmel`)",
-         "lesion": "AttnMel-CNN-Lesion (`attnmel --roi lesion`)", COLOUR: "colour baseline"}
+         "lesion": "AttnMel-CNN-Lesion (`attnmel --roi lesion`)", COLOUR: "colour baseline",
+         "whole": "AttnMel-CNN on the whole image (`prepare --crop-fraction 1`)"}
 
 
 def _name(key: str) -> str:

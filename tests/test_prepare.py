@@ -26,7 +26,12 @@ from attnmel_cli.data.manifest import (
     read_manifest,
     write_manifest,
 )
-from attnmel_cli.data.prepare import META_NAME, PrepareResult, prepare_dataset
+from attnmel_cli.data.prepare import (
+    META_NAME,
+    PrepareResult,
+    prepare_dataset,
+    prepared_crop_fraction,
+)
 from attnmel_cli.data.sources import read_source
 from attnmel_cli.data.transforms import paper_crop, paper_crop_box
 from attnmel_cli.errors import DataError
@@ -44,12 +49,13 @@ def need(path: Path) -> Path:
     return path
 
 
-def expected_mask(mask: Path, photo_size: tuple[int, int]) -> np.ndarray:
+def expected_mask(mask: Path, photo_size: tuple[int, int], crop: float = 0.8) -> np.ndarray:
     """A source mask put on the prepared grid independently: paper crop box, nearest, 0/255."""
     with Image.open(mask) as m:
         m = m.convert("L")
         sx, sy = m.width / photo_size[0], m.height / photo_size[1]
-        box = [c * s for c, s in zip(paper_crop_box(*photo_size), (sx, sy, sx, sy), strict=True)]
+        corners = paper_crop_box(*photo_size, crop)
+        box = [c * s for c, s in zip(corners, (sx, sy, sx, sy), strict=True)]
         out = m.resize((PREPARED_SIZE, PREPARED_SIZE), Image.NEAREST, box=box)
     return np.where(np.asarray(out) > 0, 255, 0)
 
@@ -489,6 +495,33 @@ def test_rerun_skips_unchanged_and_redoes_changed(small: Path, tmp_path: Path) -
         if line not in manifest.splitlines()
     ]
     assert len(changed) == 1 and victim.stem.encode() in changed[0]
+
+
+def test_crop_fraction_is_applied_recorded_and_redoes_every_file(
+    small: Path, tmp_path: Path,
+) -> None:
+    out = tmp_path / "whole"
+    first = prepare_dataset(small, out, workers=2, crop_fraction=1.0)
+    meta = json.loads((out / META_NAME).read_text())
+    assert meta["crop_fraction"] == 1.0 and "crop=1.0" in meta["recipe"]
+    assert prepared_crop_fraction(out) == 1.0
+    for row in read_manifest(out):
+        photo = load_photo(small / row.source, draft_min_side=PREPARED_SIZE)
+        whole = np.asarray(paper_crop(photo, crop_fraction=1.0))
+        assert np.array_equal(pixels(out / row.image), whole)
+        assert not np.array_equal(whole, np.asarray(paper_crop(photo)))
+        folder = (small / row.source).parent.name.replace("_Data", "_Part1_GroundTruth")
+        mask = small / folder / f"{row.image_id}_segmentation.png"
+        assert np.array_equal(pixels(out / row.lesion_mask),
+                              expected_mask(mask, photo.size, 1.0))
+    again = prepare_dataset(small, out, workers=2)  # back to the paper's crop: all redone
+    assert (first.written, again.written, again.skipped) == (9, 9, 0)
+    assert prepared_crop_fraction(out) == 0.8
+    with pytest.raises(DataError, match="--crop-fraction must be in"):
+        prepare_dataset(small, tmp_path / "none", crop_fraction=0.0)
+    result = CliRunner().invoke(app, ["prepare", str(small), "--out", str(tmp_path / "x"),
+                                      "--crop-fraction", "1.5"])
+    assert result.exit_code == 2 and "crop-fraction" in result.output
 
 
 def test_out_dir_of_another_dataset_is_refused_without_force(small: Path, tmp_path: Path) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import json
+import shutil
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -13,10 +15,11 @@ import torch
 
 from attnmel_cli.data.augment import AREA, ASPECT, random_view, resized_crop, strong_view
 from attnmel_cli.data.manifest import read_manifest
+from attnmel_cli.data.prepare import META_NAME
 from attnmel_cli.data.sampler import OversamplingSampler
 from attnmel_cli.data.train_set import TrainSet
 from attnmel_cli.engine import epoch as epoch_module
-from attnmel_cli.engine.setup import check_resumable
+from attnmel_cli.engine.setup import check_resumable, data_fingerprint
 from attnmel_cli.engine.trainer import TrainInterrupted, train
 from attnmel_cli.errors import AttnMelError, DataError
 from attnmel_cli.io.checkpoint import load_checkpoint
@@ -228,3 +231,24 @@ def test_cli_train_prints_the_best_checkpoint_and_guards_the_run_dir(
     assert result.stdout.strip() == str(out / BEST)
     again = invoke(*args)
     assert again.exit_code == 1 and "already holds a run" in again.output
+
+
+def test_a_run_records_its_data_crop_and_evaluate_warns_of_another_crop(
+    config, prepared: Path, tmp_path: Path, invoke, restore_logging: None,
+) -> None:
+    whole = tmp_path / "whole"  # as `prepare --crop-fraction 1` records it
+    shutil.copytree(prepared, whole)
+    info = json.loads((whole / META_NAME).read_text())
+    (whole / META_NAME).write_text(json.dumps({**info, "crop_fraction": 1.0}))
+    train(config(whole, tmp_path / "run", epochs=1))
+    _, meta = load_checkpoint(tmp_path / "run" / BEST)
+    assert meta.crop_fraction == 1.0 and meta.preprocessing["crop_fraction"] == 1.0
+    rows = read_manifest(prepared)
+    assert meta.data_fingerprint == data_fingerprint(rows, 1.0) != data_fingerprint(rows)
+    result = invoke("evaluate", "--data", prepared, "--split", "val", "-c",
+                    tmp_path / "run" / BEST, "-f", "json")
+    assert result.exit_code == 0, result.output
+    assert "was prepared with --crop-fraction 0.8" in result.stderr
+    result = invoke("evaluate", "--data", whole, "--split", "val", "-c",
+                    tmp_path / "run" / BEST, "-f", "json")
+    assert result.exit_code == 0 and "--crop-fraction" not in result.stderr

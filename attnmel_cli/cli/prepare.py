@@ -9,7 +9,12 @@ import typer
 
 from attnmel_cli.cli.console import err, log, progress
 from attnmel_cli.cli.options import MaxPixelsOpt, WorkersOpt
-from attnmel_cli.config import DEFAULT_MAX_PIXELS, PREPARE_SEED, PREPARE_VAL_FRACTION
+from attnmel_cli.config import (
+    CROP_FRACTION,
+    DEFAULT_MAX_PIXELS,
+    PREPARE_SEED,
+    PREPARE_VAL_FRACTION,
+)
 
 if TYPE_CHECKING:
     from rich.progress import TaskID
@@ -44,6 +49,12 @@ def prepare(
         typer.Option("--force", help="Write into an --out holding another dataset or other files."),
     ] = False,
     max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
+    crop_fraction: Annotated[
+        float,
+        typer.Option(min=0.0, max=1.0, help="Side of the square centre crop as a share of the "
+                     "photo's shorter side (the paper: 0.8; 1: the whole square). Models "
+                     "trained on the dir crop photos the same way (it is in their checkpoint)."),
+    ] = CROP_FRACTION,
 ) -> None:
     """Check a labelled dataset, then write it preprocessed (paper crop, 256×256) with its masks."""
     from attnmel_cli.data.prepare import prepare_dataset  # lazy: numpy, Pillow
@@ -60,7 +71,7 @@ def prepare(
 
         result = prepare_dataset(
             source, out, dataset=dataset, val_fraction=val_fraction, seed=seed, workers=workers,
-            force=force, progress=show, max_pixels=max_pixels,
+            force=force, progress=show, max_pixels=max_pixels, crop_fraction=crop_fraction,
         )
     for folder, count in result.ignored.items():
         log.info("ignored %d unlabelled images in %s", count, folder)

@@ -25,12 +25,17 @@ from pathlib import Path
 from typing import TypeVar
 
 from attnmel_cli import __version__
-from attnmel_cli.config import PREPARE_SEED, PREPARE_VAL_FRACTION, default_prepare_workers
+from attnmel_cli.config import (
+    CROP_FRACTION,
+    PREPARE_SEED,
+    PREPARE_VAL_FRACTION,
+    default_prepare_workers,
+)
 from attnmel_cli.data.checks import Job, assign_splits, inspect_job, match_files, rel_path
 from attnmel_cli.data.decode import DEFAULT_MAX_PIXELS
 from attnmel_cli.data.manifest import MANIFEST_NAME, SPLITS, Problems, Row, write_manifest
 from attnmel_cli.data.sources import Source, read_source
-from attnmel_cli.data.writer import RECIPE, Done, process_job
+from attnmel_cli.data.writer import Done, process_job, recipe
 from attnmel_cli.errors import DataError
 from attnmel_cli.io.atomic import ensure_dir, refuse_unless_forced, write_text_atomic
 
@@ -132,6 +137,7 @@ def _meta(
     carved: bool,
     counts: dict[str, SplitCount] | None,
     ignored: dict[str, int],
+    crop_fraction: float,
 ) -> str:
     meta = {
         "format": META_FORMAT,
@@ -144,12 +150,25 @@ def _meta(
         "val_fraction": val_fraction,
         "seed": seed,
         "carved_val": carved,
-        "recipe": RECIPE,
+        "crop_fraction": crop_fraction,
+        "recipe": recipe(crop_fraction),
         "image_format": "png",
         "counts": {k: vars(v) for k, v in (counts or {}).items()},
         "ignored_unlabelled_folders": ignored,
     }
     return json.dumps(meta, indent=2) + "\n"
+
+
+def prepared_crop_fraction(root: Path) -> float:
+    """The centre-crop fraction the prepared dir ``root`` was written with (``prepare.json``; the
+    paper's 0.8 where it predates ``--crop-fraction``)."""
+    try:
+        meta = json.loads((root / META_NAME).read_text())
+    except (OSError, ValueError):
+        return CROP_FRACTION
+    if not isinstance(meta, dict):
+        return CROP_FRACTION
+    return float(meta.get("crop_fraction", CROP_FRACTION))
 
 
 def _count(rows: Iterable[Row]) -> dict[str, SplitCount]:
@@ -180,11 +199,12 @@ def _inspect_all(
 
 def _write_all(
     jobs: Sequence[Job], root: Path, out: Path, workers: int, max_pixels: int,
-    progress: ProgressFn | None,
+    crop_fraction: float, progress: ProgressFn | None,
 ) -> list[Done]:
     """Write every job (in parallel); raise naming every photo that did not decode."""
     done = _parallel(
-        lambda j: process_job(j, root, out, max_pixels), jobs, workers, "preparing", progress
+        lambda j: process_job(j, root, out, max_pixels, crop_fraction), jobs, workers,
+        "preparing", progress,
     )
     failed = Problems(str(root))
     for d in done:
@@ -207,11 +227,15 @@ def prepare_dataset(
     force: bool = False,
     progress: ProgressFn | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    crop_fraction: float = CROP_FRACTION,
 ) -> PrepareResult:
-    """Check SOURCE completely, then write (or update) the prepared dir ``out``."""
+    """Check SOURCE completely, then write (or update) the prepared dir ``out``: each photo's
+    square centre crop of side ``crop_fraction``·min(H, W) (the paper: 0.8), resized to 256."""
     start = time.perf_counter()
     if not 0 <= val_fraction < 1:
         raise DataError(f"--val-fraction must be in [0, 1), got {val_fraction}")
+    if not 0 < crop_fraction <= 1:
+        raise DataError(f"--crop-fraction must be in (0, 1], got {crop_fraction}")
     if workers is not None and workers < 0:
         raise DataError(f"--workers must be at least 0, got {workers}")
     workers = default_prepare_workers() if workers is None else workers
@@ -226,13 +250,15 @@ def prepare_dataset(
 
     ensure_dir(out)
     (out / MANIFEST_NAME).unlink(missing_ok=True)  # the dir is incomplete until the end
-    write_text_atomic(out / META_NAME, _meta(src, val_fraction, seed, carved, None, ignored))
-    done = _write_all(jobs, root, out, workers, max_pixels, progress)
+    write_text_atomic(out / META_NAME, _meta(src, val_fraction, seed, carved, None, ignored,
+                                             crop_fraction))
+    done = _write_all(jobs, root, out, workers, max_pixels, crop_fraction, progress)
     order = {s: i for i, s in enumerate(SPLITS)}
     rows = sorted((d.row for d in done if d.row), key=lambda r: (order[r.split], r.image_id))
     counts = _count(rows)
     write_manifest(out, rows)
-    write_text_atomic(out / META_NAME, _meta(src, val_fraction, seed, carved, counts, ignored))
+    write_text_atomic(out / META_NAME, _meta(src, val_fraction, seed, carved, counts, ignored,
+                                             crop_fraction))
     skipped = sum(d.skipped for d in done)
     return PrepareResult(
         out, src.layout, counts, len(done) - skipped, skipped, carved, ignored,

@@ -25,7 +25,10 @@ from attnmel_cli.errors import InputError
 from attnmel_cli.io.atomic import write_atomic
 from attnmel_cli.io.digest import file_sha256
 
-RECIPE = f"attnmel-prepare/1 crop={CROP_FRACTION} size={PREPARED_SIZE} png"  # change → redo all
+
+def recipe(crop_fraction: float = CROP_FRACTION) -> str:
+    """What a prepared file is made by; part of each file's inputs digest (change → redo all)."""
+    return f"attnmel-prepare/1 crop={crop_fraction} size={PREPARED_SIZE} png"
 _DIGEST_KEY = "attnmel-inputs"
 
 
@@ -59,12 +62,14 @@ def _save_png(img: Image.Image, target: Path, digest: str) -> None:
     write_atomic(target, lambda tmp: img.save(tmp, format="PNG", pnginfo=info, compress_level=1))
 
 
-def _aligned(mask: Image.Image, orientation: int, photo_size: tuple[int, int]) -> Image.Image:
+def _aligned(
+    mask: Image.Image, orientation: int, photo_size: tuple[int, int], crop_fraction: float,
+) -> Image.Image:
     """A map on the source photo's pixel grid → the prepared grid (same crop, nearest)."""
     if orientation in ORIENTATION_TRANSPOSE:
         mask = mask.transpose(ORIENTATION_TRANSPOSE[orientation])
     sx, sy = mask.width / photo_size[0], mask.height / photo_size[1]
-    left, top, right, bottom = paper_crop_box(*photo_size)
+    left, top, right, bottom = paper_crop_box(*photo_size, crop_fraction)
     box = (left * sx, top * sy, right * sx, bottom * sy)
     return mask.resize((PREPARED_SIZE, PREPARED_SIZE), Image.Resampling.NEAREST, box=box)
 
@@ -77,14 +82,18 @@ def _outputs(image_id: str) -> dict[str, str]:
     }
 
 
-def process_job(job: Job, root: Path, out: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Done:
-    """Write one job's prepared image and maps unless they are already there from equal inputs."""
+def process_job(
+    job: Job, root: Path, out: Path, max_pixels: int = DEFAULT_MAX_PIXELS,
+    crop_fraction: float = CROP_FRACTION,
+) -> Done:
+    """Write one job's prepared image and maps (the centre crop of side ``crop_fraction``·min(H, W))
+    unless they are already there from equal inputs."""
     try:
         sha = file_sha256(job.image)
         digest = hashlib.sha256(
             "\n".join(
                 [
-                    RECIPE,
+                    recipe(crop_fraction),
                     sha,
                     *(
                         file_sha256(p) if p else "-"
@@ -114,15 +123,17 @@ def process_job(job: Job, root: Path, out: Path, max_pixels: int = DEFAULT_MAX_P
         photo = load_photo(job.image, draft_min_side=PREPARED_SIZE, max_pixels=max_pixels)
         maps = {}
         if job.lesion:
-            lesion = _aligned(open_map(job.lesion, "L"), job.orientation, photo.size)
+            lesion = _aligned(open_map(job.lesion, "L"), job.orientation, photo.size,
+                              crop_fraction)
             maps["lesion"] = lesion.point(lambda v: 255 if v else 0)
         if job.superpixels and job.features:
             maps["dermo"] = _aligned(
-                dermo_map(job.superpixels, job.features), job.orientation, photo.size
+                dermo_map(job.superpixels, job.features), job.orientation, photo.size,
+                crop_fraction,
             )
     except InputError as exc:
         return Done(error=str(exc))
-    _save_png(paper_crop(photo), out / names["image"], digest)
+    _save_png(paper_crop(photo, crop_fraction=crop_fraction), out / names["image"], digest)
     for kind, img in maps.items():
         _save_png(img, out / names[kind], digest)
     return Done(row)

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import torch
 
-from attnmel_cli.config import TrainConfig
+from attnmel_cli.config import CROP_FRACTION, TrainConfig
 from attnmel_cli.data.augment import AUGMENTS
 from attnmel_cli.data.folds import fold_split
 from attnmel_cli.data.manifest import MANIFEST_NAME, SPLITS, Row, read_manifest
+from attnmel_cli.data.prepare import prepared_crop_fraction
 from attnmel_cli.data.train_set import ROIS, TrainSet, physical_memory, roi_known, roi_path
 from attnmel_cli.engine.normalize import parse_normalize
 from attnmel_cli.engine.optim import OPTIMIZERS, SCHEDULES
@@ -38,9 +39,12 @@ RESUME_MAY_CHANGE = frozenset(
 CACHE_RAM_FRACTION = 0.25  # decoded training images are kept in RAM up to this share of it
 
 
-def data_fingerprint(rows: Sequence[Row]) -> str:
-    """SHA-256 over (image_id, split, label, image sha256) of every manifest row, by id."""
+def data_fingerprint(rows: Sequence[Row], crop_fraction: float = CROP_FRACTION) -> str:
+    """SHA-256 over (image_id, split, label, image sha256) of every manifest row, by id, and the
+    prepared crop where it is not the paper's (so that fingerprints before it stay)."""
     h = hashlib.sha256()
+    if crop_fraction != CROP_FRACTION:
+        h.update(f"crop={crop_fraction}\n".encode())
     for row in sorted(rows, key=lambda r: r.image_id):
         h.update(f"{row.image_id},{row.split},{row.label},{row.sha256}\n".encode())
     return h.hexdigest()
@@ -126,7 +130,7 @@ def load_data(config: TrainConfig) -> tuple[list[Row], list[Row], str]:
                 "%d of %d training images have no lesion mask: they are left out of the Dice "
                 "terms of --roi %s", unknown, len(train_rows), config.roi,
             )
-    return train_rows, val_rows, data_fingerprint(rows)
+    return train_rows, val_rows, data_fingerprint(rows, prepared_crop_fraction(config.data))
 
 
 @contextlib.contextmanager

@@ -19,6 +19,7 @@ import torch
 
 from attnmel_cli.data.decode import DEFAULT_MAX_PIXELS
 from attnmel_cli.data.manifest import read_manifest
+from attnmel_cli.data.prepare import prepared_crop_fraction
 from attnmel_cli.engine.inference import Session
 from attnmel_cli.engine.setup import data_fingerprint
 from attnmel_cli.evaluation.gallery import GALLERY_SIZE, Card, Section, build_gallery
@@ -139,7 +140,8 @@ def render_html(
 ) -> str:
     """The report as one HTML document (``gallery``: :func:`build_gallery`'s sections)."""
     report = evaluation.report
-    fingerprint = data_fingerprint(read_manifest(data.source)) if data.prepared else None
+    fingerprint = (data_fingerprint(read_manifest(data.source), prepared_crop_fraction(data.source))
+                   if data.prepared else None)
     reps = report["checkpoints"]
     shown = [card for _, cards in gallery for card in cards if card.pictures]
     context = {

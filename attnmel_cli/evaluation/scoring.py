@@ -3,6 +3,7 @@ a lesion mask exists (Table 3); the images are split across the ranks under torc
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import numpy as np
 
 from attnmel_cli.data.classes import class_labels
 from attnmel_cli.data.decode import DEFAULT_MAX_PIXELS
+from attnmel_cli.data.prepare import prepared_crop_fraction
 from attnmel_cli.engine.distributed import SINGLE, Dist
 from attnmel_cli.engine.inference import Session
 from attnmel_cli.errors import DataError, InputError
@@ -17,6 +19,8 @@ from attnmel_cli.evaluation import metrics
 from attnmel_cli.evaluation.masks import load_mask
 from attnmel_cli.evaluation.results import Advance, EvalData, Item, Scores
 from attnmel_cli.models.names import is_binary
+
+log = logging.getLogger("attnmel")
 
 # One image: (item, path, p_melanoma, class probabilities, {map: jaccard}, error)
 Result = tuple[Item, str, float | None, tuple[float, ...], dict[str, float], str | None]
@@ -43,6 +47,13 @@ def score(
     gets all the results, in input order.
     """
     names = session.map_names() if any(it.lesion_mask for it in data.items) else []
+    if data.prepared:
+        crop, wanted = prepared_crop_fraction(data.source), session.meta.crop_fraction
+        if crop != wanted:
+            log.warning("%s was prepared with --crop-fraction %g, but %s was trained on crops of "
+                        "%g: its scores here are not those of photos (re-prepare the data with "
+                        "--crop-fraction %g, or evaluate the photos)", data.source, crop, name,
+                        wanted, wanted)
     lo, hi = dist.bounds(len(data.items))
     items = data.items[lo:hi]
     local: list[Result] = []  # the images of this rank's block
