@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from cv_report import arguments, cv_pool, emit, score, summary
+from cv_report import add_variant_data, arguments, cv_pool, data_dirs, emit, score, summary
 
 from attnmel_cli.evaluation.metrics import delong_test
 
@@ -28,8 +28,7 @@ from attnmel_cli.evaluation.metrics import delong_test
 def main() -> None:
     ap = arguments(__doc__, "folder of <variant>-f<I> runs")
     ap.add_argument("--variants", required=True, help="comma list; the first is the reference")
-    ap.add_argument("--variant-data", action="append", default=[], metavar="VARIANT=DIR",
-                    help="prepared dir of VARIANT's held-out images (default --data)")
+    add_variant_data(ap)
     ap.add_argument("--tta", action="store_true", help="also score each variant with TTA")
     ap.add_argument("--cache", type=Path, help="npz of out-of-fold scores, read and updated")
     args = ap.parse_args()
@@ -39,10 +38,7 @@ def main() -> None:
     y = np.array([r.label for r in pool])
     fold = np.array([assignment[r.image_id] for r in pool])
     variants = args.variants.split(",")
-    data_of = {v: args.data for v in variants}
-    for spec in args.variant_data:
-        variant, _, folder = spec.partition("=")
-        data_of[variant] = Path(folder)
+    data_of = data_dirs(args.data, variants, args.variant_data)
 
     oof: dict[str, np.ndarray] = {}
     if args.cache and args.cache.exists():

@@ -98,12 +98,26 @@ def cv_pool(data: Path, folds: int, seed: int) -> tuple[list[Row], dict[str, int
     return sorted(pool, key=lambda r: r.image_id), assignment
 
 
-def main() -> None:
-    ap = arguments(__doc__, "folder of <variant>-f<I> runs")
-    ap.add_argument("--variants", default="gap,attnmel,lesion")
+def add_variant_data(ap: argparse.ArgumentParser) -> None:
+    """The --variant-data option (read by :func:`data_dirs`)."""
     ap.add_argument("--variant-data", action="append", default=[], metavar="VARIANT=DIR",
                     help="score VARIANT's held-out images from this prepared dir (same images, "
                          "another --crop-fraction); default --data")
+
+
+def data_dirs(data: Path, variants: list[str], specs: list[str]) -> dict[str, Path]:
+    """Each variant's prepared dir: ``data``, or the DIR of its ``VARIANT=DIR`` spec."""
+    dirs = dict.fromkeys(variants, data)
+    for spec in specs:
+        variant, _, folder = spec.partition("=")
+        dirs[variant] = Path(folder)
+    return dirs
+
+
+def main() -> None:
+    ap = arguments(__doc__, "folder of <variant>-f<I> runs")
+    ap.add_argument("--variants", default="gap,attnmel,lesion")
+    add_variant_data(ap)
     ap.add_argument("--tta", action="store_true",
                     help="also score the chosen variant with 8-view TTA")
     args = ap.parse_args()
@@ -114,10 +128,7 @@ def main() -> None:
     fold = np.array([assignment[r.image_id] for r in pool])
     paths = [args.data / r.image for r in pool]
     variants = args.variants.split(",")
-    data_of = {v: args.data for v in variants}
-    for spec in args.variant_data:
-        variant, _, folder = spec.partition("=")
-        data_of[variant] = Path(folder)
+    data_of = data_dirs(args.data, variants, args.variant_data)
 
     oof: dict[str, np.ndarray] = {}
     x = np.stack([features_of_file(p) for p in paths])
