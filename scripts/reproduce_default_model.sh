@@ -14,31 +14,29 @@
 # 3. The variant with the highest mean cross-validated AUC (without TTA) is trained once more on
 #    all 2,150 images (no validation split: the last epoch), copied to weights/ and exported to
 #    ONNX beside it (weights/attnmel-default.onnx; needs the onnx extra).
-# Wall time on 2 cores: see weights/README.md (about 13-15 minutes a fold run, two side by side).
+# Wall time on 2 cores: see weights/README.md (12-16 minutes a fold run, two side by side).
 set -euo pipefail
 DATA=${1:-../shared/data/isic2017-256}
 WORK=${2:-runs/default-model}
 ISIC2016=${ISIC2016:-../shared/data/isic2016-test-fullres}
 JOBS=${JOBS:-2}
 FOLDS=3
+EPOCHS=4
 VARIANTS=(lesion whole attnmel gap)  # longest first, for the side-by-side jobs
-RECIPE=(--pretrained --optimizer adamw --schedule onecycle --lr 3e-4 --weight-decay 0.01
-        --batch-size 32 --seed 0)
+RECIPE=(--backbone efficientnet_lite0 --pretrained --image-size 192 --epochs $EPOCHS
+        --optimizer adamw --schedule onecycle --lr 3e-4 --weight-decay 0.01 --batch-size 32
+        --seed 0)
 
 variant_flags() {
-  local lite0="--backbone efficientnet_lite0 --image-size 192 --epochs 4"
   case $1 in
-    gap) echo "$lite0 --arch vgg16-gap" ;;
-    attnmel) echo "$lite0 --arch attnmel" ;;
-    lesion) echo "$lite0 --arch attnmel --roi lesion" ;;
-    whole) echo "$lite0 --arch attnmel" ;;
+    gap) echo "--arch vgg16-gap" ;;
+    attnmel | whole) echo "--arch attnmel" ;;  # whole: the same, on the whole-image dir
+    lesion) echo "--arch attnmel --roi lesion" ;;
   esac
 }
 
-finished() {  # run_dir variant: the run dir's metrics.csv has every epoch of the variant
-  local epochs
-  epochs=$(variant_flags "$2" | sed -E 's/.*--epochs ([0-9]+).*/\1/')
-  [ -f "$1/last.safetensors" ] && [ "$(wc -l < "$1/metrics.csv")" -eq $((epochs + 1)) ]
+finished() {  # a run dir whose metrics.csv has every epoch
+  [ -f "$1/last.safetensors" ] && [ "$(wc -l < "$1/metrics.csv")" -eq $((EPOCHS + 1)) ]
 }
 
 data_of() {  # variant: the prepared dir it trains on
@@ -47,7 +45,7 @@ data_of() {  # variant: the prepared dir it trains on
 
 fold_job() {  # variant fold
   local out="$WORK/cv/$1-f$2"
-  finished "$out" "$1" && return 0
+  finished "$out" && return 0
   # shellcheck disable=SC2046
   OMP_NUM_THREADS=1 attnmel train --data "$(data_of "$1")" --out "$out" --force "${RECIPE[@]}" \
     --workers 1 --folds $FOLDS --fold "$2" $(variant_flags "$1") > /dev/null 2> "$out.log"
@@ -58,7 +56,7 @@ attnmel prepare "$DATA" --out "$WORK/prepared"
 attnmel prepare "$DATA" --out "$WORK/prepared-whole" --crop-fraction 1
 start=$(date +%s)
 export -f fold_job variant_flags finished data_of
-export WORK FOLDS
+export WORK FOLDS EPOCHS
 export RECIPE_STR="${RECIPE[*]}"
 for fold in $(seq 0 $((FOLDS - 1))); do
   for variant in "${VARIANTS[@]}"; do echo "$variant $fold"; done
@@ -66,7 +64,8 @@ done | xargs -P "$JOBS" -L 1 bash -c 'RECIPE=($RECIPE_STR); fold_job "$0" "$1"'
 echo "cross-validation: $(( $(date +%s) - start )) s" >&2
 
 python scripts/cv_report.py --data "$WORK/prepared" --runs "$WORK/cv" --folds $FOLDS \
-  --variants gap,attnmel,lesion,whole --variant-data "whole=$WORK/prepared-whole" --tta --isic2016 "$ISIC2016" --json "$WORK/cv_report.json" \
+  --variants gap,attnmel,lesion,whole --variant-data "whole=$WORK/prepared-whole" --tta \
+  --isic2016 "$ISIC2016" --json "$WORK/cv_report.json" \
   --markdown "$WORK/cv_tables.md" > /dev/null
 best=$(python -c 'import json, sys; print(json.load(open(sys.argv[1]))["chosen"])' \
   "$WORK/cv_report.json")

@@ -252,3 +252,8 @@ def test_a_run_records_its_data_crop_and_evaluate_warns_of_another_crop(
     result = invoke("evaluate", "--data", whole, "--split", "val", "-c",
                     tmp_path / "run" / BEST, "-f", "json")
     assert result.exit_code == 0 and "--crop-fraction" not in result.stderr
+    (whole / META_NAME).write_text(json.dumps({**info, "crop_fraction": "all"}))
+    bad = invoke("train", "--data", whole, "--out", tmp_path / "bad", "--no-pretrained",
+                 "--width", "0.0625", "--image-size", "64", "-j", "0", "--device", "cpu")
+    assert bad.exit_code == 1 and "Traceback" not in bad.output
+    assert f"{whole / META_NAME}: crop_fraction 'all' is not a number in (0, 1]" in bad.stderr

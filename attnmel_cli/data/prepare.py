@@ -160,15 +160,19 @@ def _meta(
 
 
 def prepared_crop_fraction(root: Path) -> float:
-    """The centre-crop fraction the prepared dir ``root`` was written with (``prepare.json``; the
-    paper's 0.8 where it predates ``--crop-fraction``)."""
+    """The centre-crop fraction the prepared dir ``root`` was written with: ``prepare.json``'s
+    ``crop_fraction``, the paper's 0.8 where the dir predates it (or has no readable
+    ``prepare.json``); a DataError naming the file when the value is not in (0, 1]."""
+    path = root / META_NAME
     try:
-        meta = json.loads((root / META_NAME).read_text())
+        meta = json.loads(path.read_text())
     except (OSError, ValueError):
         return CROP_FRACTION
-    if not isinstance(meta, dict):
-        return CROP_FRACTION
-    return float(meta.get("crop_fraction", CROP_FRACTION))
+    value = meta.get("crop_fraction", CROP_FRACTION) if isinstance(meta, dict) else CROP_FRACTION
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
+        raise DataError(f"{path}: crop_fraction {value!r} is not a number in (0, 1]; "
+                        "re-run `attnmel prepare`")
+    return float(value)
 
 
 def _count(rows: Iterable[Row]) -> dict[str, SplitCount]:

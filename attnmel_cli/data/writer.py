@@ -25,11 +25,12 @@ from attnmel_cli.errors import InputError
 from attnmel_cli.io.atomic import write_atomic
 from attnmel_cli.io.digest import file_sha256
 
+_DIGEST_KEY = "attnmel-inputs"
+
 
 def recipe(crop_fraction: float = CROP_FRACTION) -> str:
     """What a prepared file is made by; part of each file's inputs digest (change → redo all)."""
     return f"attnmel-prepare/1 crop={crop_fraction} size={PREPARED_SIZE} png"
-_DIGEST_KEY = "attnmel-inputs"
 
 
 @dataclass(frozen=True)
