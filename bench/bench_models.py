@@ -11,7 +11,7 @@ the full-resolution ISIC 2016 test photos (576×540 up to 3072×2304: decoding c
 256×256 PNGs (ISIC 2017 images run through ``attnmel prepare`` into a temporary folder first).
 Models:
 
-- **previous default**: ``weights/attnmel-0.1-vgg16bn-w025.safetensors`` (VGG-16-BN at width
+- **previous default**: ``tests/data/attnmel-0.1-vgg16bn-w025.safetensors`` (VGG-16-BN at width
   0.25, 128 px, from scratch; attnmel 0.1's default), through PyTorch as 0.1 ran it; and the
   same model exported to ONNX here (``attnmel export``), for the networks on equal terms;
 - **default, as predict picks it**: no ``--checkpoint`` and no ``$ATTNMEL_CHECKPOINT``, the path
@@ -41,7 +41,7 @@ import benchlib as bl
 
 WEIGHTS = bl.REPO / "weights"
 DEFAULT = WEIGHTS / "attnmel-default.safetensors"
-PREVIOUS = WEIGHTS / "attnmel-0.1-vgg16bn-w025.safetensors"
+PREVIOUS = bl.REPO / "tests" / "data" / "attnmel-0.1-vgg16bn-w025.safetensors"
 CHECKPOINT_ENV = "ATTNMEL_CHECKPOINT"
 
 

@@ -10,7 +10,8 @@
 # 1. 3-fold stratified cross-validation over train + val (2,150 images; the default model's
 #    folds: same seed, same assignment), each fold model its last epoch; also the binary
 #    AttnMel-CNN on the same folds, so that the two rank melanoma on the same images (paired).
-# 2. The final model on all 2,150 images (no validation split: the last epoch), copied to weights/.
+# 2. The final model on all 2,150 images (no validation split: the last epoch), copied to weights/
+#    and exported to ONNX beside it (weights/attnmel-isic2017-3class.onnx; needs the onnx extra).
 # 3. scripts/cv_report_3class.py: per-class AUC/AP, the ISIC 2017 Part 3 mean, balanced accuracy
 #    (mean ± sd over folds, pooled with intervals), the colour baseline on the same folds, the
 #    binary model compared on melanoma (DeLong), and the ISIC 2016 test photos out of fold.
@@ -50,9 +51,13 @@ start=$(date +%s)
 } | xargs -P "$JOBS" -L 1 bash -c 'job "$@"' _
 echo "training: $(( $(date +%s) - start )) s" | tee -a "$WORK/wall.txt" >&2
 cp "$WORK/runs/final/last.safetensors" weights/attnmel-isic2017-3class.safetensors
+# Its ONNX export, which predict and explain score where onnxruntime is installed
+# (tests/test_onnx.py checks that the two agree).
+attnmel export weights/attnmel-isic2017-3class.safetensors \
+  --out weights/attnmel-isic2017-3class.onnx --force
 
 start=$(date +%s)
 python scripts/cv_report_3class.py --data "$WORK/prepared" --runs "$WORK/runs" --folds $FOLDS \
   --isic2016 "$ISIC2016" --json "$WORK/cv_report.json" --markdown "$WORK/cv_tables.md"
 echo "report: $(( $(date +%s) - start )) s" | tee -a "$WORK/wall.txt" >&2
-echo "shipped: weights/attnmel-isic2017-3class.safetensors"
+echo "shipped: weights/attnmel-isic2017-3class.safetensors and .onnx"

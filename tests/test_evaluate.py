@@ -203,7 +203,7 @@ def test_melanoma_figures_equal_the_isic_scorers_to_the_last_digit(prepared_val:
     mean recall of the two categories, specificity at a sensitivity 1 − the false-positive rate
     of the first ROC point reaching it."""
     checkpoint = default_checkpoint()
-    if not checkpoint.is_file():
+    if checkpoint is None or not checkpoint.is_file():
         pytest.skip(f"the default model is not at {checkpoint}")
     ev = run_evaluation(load_data(prepared_val, "val"), [checkpoint], torch.device("cpu"),
                         n_boot=0, workers=0)

@@ -10,7 +10,7 @@ import torch
 from attnmel_cli.engine.inference import Session
 
 REPO = Path(__file__).resolve().parents[1]
-PREVIOUS = REPO / "weights" / "attnmel-0.1-vgg16bn-w025.safetensors"
+PREVIOUS = REPO / "tests" / "data" / "attnmel-0.1-vgg16bn-w025.safetensors"
 # What attnmel 0.1.0 printed for the bundled examples with this checkpoint (its default model).
 SCORES_0_1 = {
     "ISIC_0000115.jpg": 0.279382,

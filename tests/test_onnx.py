@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,19 +16,18 @@ import numpy as np
 import pytest
 import torch
 
-from attnmel_cli.deploy import onnx_deps
+from attnmel_cli.deploy import export_match, onnx_deps
 from attnmel_cli.deploy.onnx_deps import INPUT_NAME, LOGITS_NAME, require
 from attnmel_cli.deploy.runtime import OnnxSession, ordered_map, providers
 from attnmel_cli.engine.inference import Session
 from attnmel_cli.errors import AttnMelError
-from attnmel_cli.io import default_model
 from attnmel_cli.io.checkpoint import CheckpointMeta, read_header, save_checkpoint
 from attnmel_cli.io.default_model import (
     DEFAULT_CHECKPOINT_ENV,
     DEFAULT_CHECKPOINT_NAME,
     DEFAULT_ONNX_NAME,
     default_checkpoint,
-    onnx_default,
+    onnx_copy,
 )
 from attnmel_cli.io.digest import file_sha256
 from attnmel_cli.models.registry import build_model
@@ -100,11 +100,16 @@ def test_tiny_parity_every_arch(invoke, tmp_path, photos, arch, backbone) -> Non
     assert_parity(checkpoint, model, photos, tta=arch == "attnmel" and backbone == "vgg16_bn")
 
 
-def test_the_shipped_onnx_is_the_default_model() -> None:
-    """weights/attnmel-default.onnx is the export of weights/attnmel-default.safetensors: the
-    checkpoint's header and SHA-256 in its metadata, the same scores and maps on the examples
-    (re-export it with `attnmel export … --force` whenever the checkpoint changes)."""
-    checkpoint, model = WEIGHTS / DEFAULT_CHECKPOINT_NAME, WEIGHTS / DEFAULT_ONNX_NAME
+THREE_CLASS = "attnmel-isic2017-3class.safetensors"
+
+
+@pytest.mark.parametrize("name", [DEFAULT_CHECKPOINT_NAME, THREE_CLASS])
+def test_each_shipped_onnx_is_the_export_of_its_checkpoint(name: str) -> None:
+    """weights/X.onnx is the export of weights/X.safetensors (the default model, the three-class
+    model): the checkpoint's header and SHA-256 in its metadata, the same scores and maps on the
+    examples (re-export it with `attnmel export … --force` whenever the checkpoint changes)."""
+    checkpoint = WEIGHTS / name
+    model = checkpoint.with_suffix(".onnx")
     props = {p.key: p.value for p in onnx.load(str(model)).metadata_props}
     header = read_header(checkpoint)
     assert {k: props.get(k) for k in header} == header
@@ -126,23 +131,24 @@ def test_the_default_is_the_onnx_export_where_onnx_runtime_serves(
 ) -> None:
     shipped = WEIGHTS / DEFAULT_ONNX_NAME
     monkeypatch.setattr(onnx_deps, "gpu_present", lambda: False)
-    assert default_checkpoint(onnx=True) == shipped
     assert default_checkpoint() == WEIGHTS / DEFAULT_CHECKPOINT_NAME
-    assert onnx_default("auto") == onnx_default("cpu") == shipped
-    assert onnx_default("mps") is None  # PyTorch's device
+    assert onnx_copy(None, "auto") == onnx_copy(None, "cpu") == shipped
+    assert onnx_copy(WEIGHTS / THREE_CLASS, "cpu") == WEIGHTS / "attnmel-isic2017-3class.onnx"
+    assert onnx_copy(THREE_CLASS, "cpu") == WEIGHTS / "attnmel-isic2017-3class.onnx"  # by name
+    assert onnx_copy(None, "mps") is None  # PyTorch's device
     ort = require("onnxruntime")
     monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
-    assert onnx_default("cuda") is None and onnx_default("cuda:1") is None
+    assert onnx_copy(None, "cuda") is None and onnx_copy(None, "cuda:1") is None
     monkeypatch.setattr(onnx_deps, "gpu_present", lambda: True)  # PyTorch's auto: that GPU
-    assert onnx_default("auto") is None and onnx_default("cpu") == shipped
+    assert onnx_copy(None, "auto") is None and onnx_copy(None, "cpu") == shipped
     monkeypatch.setattr(ort, "get_available_providers",
                         lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
-    assert onnx_default("auto") == onnx_default("cuda:1") == shipped
+    assert onnx_copy(None, "auto") == onnx_copy(None, "cuda:1") == shipped
     monkeypatch.setenv("WORLD_SIZE", "2")  # torchrun: PyTorch splits the work
-    assert onnx_default("cpu") is None
+    assert onnx_copy(None, "cpu") is None
     monkeypatch.setenv("WORLD_SIZE", "1")
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # not installed: import fails
-    assert onnx_default("cpu") is None
+    assert onnx_copy(None, "cpu") is None
 
 
 def test_gpu_present_is_judged_without_torch(monkeypatch) -> None:
@@ -158,32 +164,80 @@ def test_gpu_present_is_judged_without_torch(monkeypatch) -> None:
     assert not onnx_deps.gpu_present()  # every GPU hidden
 
 
-def test_pytorch_scores_when_asked_or_without_onnx_runtime(
-    monkeypatch, no_override, invoke
+def test_a_checkpoint_scores_through_its_export_where_onnx_runtime_serves(
+    monkeypatch, no_override, invoke, tmp_path
 ) -> None:
-    checkpoint = str(WEIGHTS / DEFAULT_CHECKPOINT_NAME)
-    runs = [invoke("predict", EXAMPLES[0], "-f", "csv", "-j", "0", "-c", checkpoint),
-            invoke("predict", EXAMPLES[0], "-f", "csv", "-j", "0",
-                   env={DEFAULT_CHECKPOINT_ENV: checkpoint})]
-    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # not installed: import fails
-    runs.append(invoke("predict", EXAMPLES[0], "-f", "csv", "-j", "0"))
-    for result in runs:
-        assert result.exit_code == 0, result.output
-        assert parse_csv(result.stdout)[0]["checkpoint"] == DEFAULT_CHECKPOINT_NAME
-
-
-def test_a_stale_export_is_not_used(monkeypatch, no_override, tmp_path, tiny, caplog) -> None:
-    """A checkpoint replaced without exporting it again: PyTorch scores it, with a warning."""
-    onnx_file = tmp_path / DEFAULT_ONNX_NAME
-    onnx_file.symlink_to(WEIGHTS / DEFAULT_ONNX_NAME)
-    monkeypatch.setattr(default_model, "default_checkpoint", lambda onnx=False: onnx_file)
+    """The default model's checkpoint named by --checkpoint or $ATTNMEL_CHECKPOINT scores through
+    the export beside it, as without either; PyTorch scores it without onnxruntime, or a copy
+    with no export beside it."""
     monkeypatch.setattr(onnx_deps, "gpu_present", lambda: False)
-    (tmp_path / DEFAULT_CHECKPOINT_NAME).symlink_to(WEIGHTS / DEFAULT_CHECKPOINT_NAME)
-    assert onnx_default("cpu") == onnx_file
-    (tmp_path / DEFAULT_CHECKPOINT_NAME).unlink()
-    (tmp_path / DEFAULT_CHECKPOINT_NAME).symlink_to(tiny[0])  # another model
-    assert onnx_default("cpu") is None
+    checkpoint = str(WEIGHTS / DEFAULT_CHECKPOINT_NAME)
+    alone = tmp_path / DEFAULT_CHECKPOINT_NAME
+    alone.symlink_to(checkpoint)
+    args = (EXAMPLES[0], "-f", "csv", "-j", "0")
+    runs = {DEFAULT_ONNX_NAME: [invoke("predict", *args, "-c", checkpoint),
+                                invoke("predict", *args, env={DEFAULT_CHECKPOINT_ENV: checkpoint}),
+                                invoke("predict", *args)],
+            DEFAULT_CHECKPOINT_NAME: [invoke("predict", *args, "-c", alone)]}
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # not installed: import fails
+    runs[DEFAULT_CHECKPOINT_NAME].append(invoke("predict", *args))
+    for scored_by, results in runs.items():
+        for result in results:
+            assert result.exit_code == 0, result.output
+            assert parse_csv(result.stdout)[0]["checkpoint"] == scored_by
+
+
+@pytest.fixture
+def own_cache(monkeypatch, tmp_path) -> Path:
+    """A user cache of this test's own (where export checks are remembered)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "attnmel"
+
+
+def test_a_stale_export_is_not_used(monkeypatch, no_override, own_cache, tmp_path, tiny,
+                                    caplog) -> None:
+    """A checkpoint replaced without exporting it again: PyTorch scores it, with a warning."""
+    monkeypatch.setattr(onnx_deps, "gpu_present", lambda: False)
+    (tmp_path / DEFAULT_ONNX_NAME).symlink_to(WEIGHTS / DEFAULT_ONNX_NAME)
+    checkpoint = tmp_path / DEFAULT_CHECKPOINT_NAME
+    checkpoint.symlink_to(WEIGHTS / DEFAULT_CHECKPOINT_NAME)
+    assert onnx_copy(checkpoint, "cpu") == tmp_path / DEFAULT_ONNX_NAME
+    checkpoint.unlink()
+    checkpoint.symlink_to(tiny[0])  # another model
+    assert onnx_copy(checkpoint, "cpu") is None
     assert "is not the export of the attnmel-default.safetensors beside it" in caplog.text
+
+
+def test_the_export_check_runs_once_per_state_of_the_files(
+    monkeypatch, no_override, own_cache, tmp_path, tiny
+) -> None:
+    """The checkpoint is hashed on the first run only; touching or editing it checks again, and
+    an edit is a stale export."""
+    monkeypatch.setattr(onnx_deps, "gpu_present", lambda: False)
+    checkpoint, model = tmp_path / "m.safetensors", tmp_path / "m.onnx"
+    shutil.copy(tiny[0], checkpoint)
+    shutil.copy(tiny[1], model)
+    hashed: list[Path] = []
+
+    def counting(path):
+        hashed.append(Path(path))
+        return file_sha256(path)
+
+    monkeypatch.setattr(export_match, "file_sha256", counting)
+    assert onnx_copy(checkpoint, "cpu") == model and hashed == [checkpoint]
+    assert onnx_copy(checkpoint, "cpu") == model and hashed == [checkpoint]  # remembered
+    assert (own_cache / export_match.CACHE_NAME).is_file()
+    stat = checkpoint.stat()
+    os.utime(checkpoint, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1))  # touched: same bytes
+    assert onnx_copy(checkpoint, "cpu") == model and len(hashed) == 2
+    with checkpoint.open("r+b") as fh:  # edited in place: the same size
+        fh.seek(-4, os.SEEK_END)
+        last = fh.read(4)
+        fh.seek(-4, os.SEEK_END)
+        fh.write(bytes(b ^ 0xFF for b in last))
+    assert onnx_copy(checkpoint, "cpu") is None and len(hashed) == 3  # a stale export
+    (own_cache / export_match.CACHE_NAME).write_text("not json")  # a damaged cache: checked
+    assert onnx_copy(checkpoint, "cpu") is None and len(hashed) == 4
 
 
 @pytest.fixture(scope="module")
@@ -376,7 +430,7 @@ def test_onnx_scoring_without_torch(tiny, photos) -> None:
 def test_the_default_model_scores_through_onnx_runtime_without_torch(tmp_path) -> None:
     """predict and explain with no --checkpoint, as a user runs them: the shipped ONNX export
     scores, the records say so, and torch is never imported."""
-    if onnx_default("auto") is None:
+    if onnx_copy(None, "auto") is None:
         pytest.skip("ONNX Runtime does not serve this machine's default device (a GPU PyTorch "
                     "uses, and no CUDA provider): the default model runs through PyTorch here")
     out, torch_imported = run_without_torch(["predict", str(REPO / "examples"), "-f", "csv"])

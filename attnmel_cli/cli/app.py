@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import typer
 from rich.text import Text
 
-from attnmel_cli.cli.console import err
+from attnmel_cli.cli.console import StderrHandler, err
 from attnmel_cli.cli.evaluate import evaluate
 from attnmel_cli.cli.explain import explain
 from attnmel_cli.cli.export import export
@@ -68,7 +68,8 @@ def main_options(verbose: VerboseOpt = False, quiet: QuietOpt = False,
                  version: VersionOpt = False) -> None:
     """Melanoma recognition via visual attention."""
     level = logging.DEBUG if verbose else logging.ERROR if quiet else logging.INFO
-    logging.basicConfig(level=level, format="attnmel: %(message)s", stream=sys.stderr, force=True)
+    logging.basicConfig(level=level, format="attnmel: %(message)s", handlers=[StderrHandler()],
+                        force=True)
     # Pillow's two-line warnings about odd files: a file attnmel cannot use gets its own one-line
     # error instead (and -v shows them).
     if not verbose:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -10,6 +11,21 @@ from rich.text import Text
 
 err = Console(stderr=True, soft_wrap=True)
 log = logging.getLogger("attnmel")
+
+
+class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A log handler that writes to whatever ``sys.stderr`` is when a record is emitted, not to
+    the stream it was made with: the command line run in-process (tests, notebooks) replaces
+    stderr with a buffer and closes it afterwards, and a handler kept on that closed stream
+    would print "--- Logging error ---" tracebacks for every later message."""
+
+    @property  # type: ignore[override]
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: object) -> None:  # StreamHandler.__init__ sets it: ignored
+        pass
 
 
 def progress(enabled: bool = True) -> Progress:

@@ -25,7 +25,7 @@ from attnmel_cli.config import DEFAULT_MAX_PIXELS
 from attnmel_cli.deploy.onnx_deps import is_onnx
 from attnmel_cli.errors import EXIT_OK, EXIT_PARTIAL
 from attnmel_cli.io.atomic import ensure_dir
-from attnmel_cli.io.default_model import default_checkpoint, onnx_default, resolve_checkpoint
+from attnmel_cli.io.default_model import default_checkpoint, onnx_copy, resolve_checkpoint
 
 
 def explain(
@@ -46,13 +46,14 @@ def explain(
 ) -> None:
     """Write, per image, the attention maps (CAM for vgg16-gap) over the photo at its own size
     (an ``.onnx`` checkpoint from ``attnmel export`` is run by ONNX Runtime, without torch; so is
-    the shipped model without --checkpoint where onnxruntime is installed)."""
+    a checkpoint with its export beside it, as the shipped models, where onnxruntime is
+    installed)."""
     from attnmel_cli.data.image_files import collect_inputs  # lazy: numpy, Pillow, OpenCV…
     from attnmel_cli.deploy.runtime import load_session
     from attnmel_cli.viz.explain import check_explainable, explain_paths
 
-    if checkpoint is None:  # the default model: its ONNX export where ONNX Runtime serves
-        checkpoint = onnx_default(device)
+    # the checkpoint's (or the default model's) ONNX export where ONNX Runtime serves
+    checkpoint = onnx_copy(checkpoint, device) or checkpoint
     if not is_onnx(checkpoint if checkpoint is not None else default_checkpoint()):
         from attnmel_cli.engine.distributed import refuse  # lazy: torch
 

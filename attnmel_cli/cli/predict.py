@@ -26,7 +26,7 @@ from attnmel_cli.cli.options import (
 from attnmel_cli.config import DEFAULT_MAX_PIXELS, default_workers
 from attnmel_cli.deploy.onnx_deps import is_onnx
 from attnmel_cli.errors import EXIT_OK, EXIT_PARTIAL
-from attnmel_cli.io.default_model import default_checkpoint, onnx_default, resolve_checkpoint
+from attnmel_cli.io.default_model import default_checkpoint, onnx_copy, resolve_checkpoint
 from attnmel_cli.io.records import (
     LEGACY_LABEL,
     LEGACY_LABEL_NOTE,
@@ -85,11 +85,12 @@ def predict(
     Under ``torchrun --nproc_per_node N -m attnmel_cli predict …`` each process scores a block of
     the inputs and rank 0 writes all the records, in input order. An ``.onnx`` checkpoint (from
     ``attnmel export``) is scored by ONNX Runtime in one process, without importing torch; so is
-    the shipped model without --checkpoint where onnxruntime is installed (its ONNX export, on
-    the CPU or a GPU ONNX Runtime can use). The checkpoint column names the file that scored.
+    a checkpoint with its export beside it (the shipped models, with or without --checkpoint)
+    where onnxruntime is installed (on the CPU or a GPU ONNX Runtime can use). The checkpoint
+    column names the file that scored.
     """
-    if checkpoint is None:  # the default model: its ONNX export where ONNX Runtime serves
-        checkpoint = onnx_default(device)
+    # the checkpoint's (or the default model's) ONNX export where ONNX Runtime serves
+    checkpoint = onnx_copy(checkpoint, device) or checkpoint
     options = (paths, checkpoint, recursive, fmt, threshold, overlay, overlay_dir, overlay_map,
                batch_size, workers, max_pixels, force, shard_spec, amp, tta)
     if is_onnx(checkpoint if checkpoint is not None else default_checkpoint()):

@@ -1,5 +1,5 @@
-"""Where the default model is found: ``$ATTNMEL_CHECKPOINT``, a checkout's ``weights/``, or the
-data files that ``pip install`` put in the environment; and when its ONNX export is scored
+"""Which model a command scores: ``--checkpoint``, ``$ATTNMEL_CHECKPOINT`` or the shipped default
+model (:mod:`attnmel_cli.io.shipped`); and when the ONNX export beside a checkpoint is scored
 instead (ONNX Runtime, without torch)."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ import logging
 import os
 from pathlib import Path
 
-from attnmel_cli.deploy.onnx_deps import is_onnx, runtime_serves
+from attnmel_cli.deploy.onnx_deps import ONNX_SUFFIX, is_onnx, runtime_serves
 from attnmel_cli.errors import CheckpointError
-from attnmel_cli.io.digest import file_sha256
+from attnmel_cli.io.shipped import shipped_file
 
 log = logging.getLogger("attnmel")
 
@@ -19,58 +19,56 @@ DEFAULT_ONNX_NAME = "attnmel-default.onnx"  # the same model, from `attnmel expo
 DEFAULT_CHECKPOINT_ENV = "ATTNMEL_CHECKPOINT"
 
 
-def default_checkpoint(*, onnx: bool = False) -> Path:
-    """``$ATTNMEL_CHECKPOINT``, else the default model: in the source tree's ``weights/`` (a
-    checkout or an editable install), else where ``pip install`` put the package's data files,
-    ``share/attnmel/weights/`` under the install scheme's data path (the environment's prefix,
-    or the user base for ``--user``). When none holds it, the environment's place is returned.
-    ``onnx``: the model's ONNX export where the first folder holding the model has one.
-    """
-    import sysconfig
-
+def default_checkpoint() -> Path | None:
+    """``$ATTNMEL_CHECKPOINT``, else the shipped default model (a checkout's ``weights/`` or the
+    installed distribution's data files); None when no default model is installed."""
     env = os.environ.get(DEFAULT_CHECKPOINT_ENV)
-    if env:
-        return Path(env)
-    installed = [
-        Path(sysconfig.get_path("data", scheme)) / "share" / "attnmel" / "weights"
-        for scheme in (sysconfig.get_default_scheme(), sysconfig.get_preferred_scheme("user"))
-    ]
-    folders = [Path(__file__).resolve().parents[2] / "weights", *installed]
-    names = (DEFAULT_ONNX_NAME, DEFAULT_CHECKPOINT_NAME) if onnx else (DEFAULT_CHECKPOINT_NAME,)
-    found = (f / name for f in folders for name in names)
-    return next((p for p in found if p.is_file()), installed[0] / DEFAULT_CHECKPOINT_NAME)
+    return Path(env) if env else shipped_file(DEFAULT_CHECKPOINT_NAME)
 
 
-def onnx_default(device: str) -> Path | None:
-    """The default model's ONNX export, which predict and explain score when given no
-    checkpoint: where ``$ATTNMEL_CHECKPOINT`` names no other model, the command does not run under
-    torchrun (PyTorch splits that work), ONNX Runtime serves ``device``
-    (:func:`attnmel_cli.deploy.onnx_deps.runtime_serves`) and the export is of the checkpoint
-    beside it (its metadata holds that file's SHA-256). None: the checkpoint, scored by PyTorch.
-    """
-    if os.environ.get(DEFAULT_CHECKPOINT_ENV) or os.environ.get("WORLD_SIZE", "1") != "1":
+def locate(checkpoint: str | Path) -> Path:
+    """``checkpoint`` as given; a bare file name that is no file here but a shipped model's
+    (``attnmel-isic2017-3class.onnx``) names the shipped file, wherever it was installed."""
+    path = Path(checkpoint)
+    if path.exists() or path.name != str(checkpoint):
+        return path
+    return shipped_file(path.name) or path
+
+
+def onnx_copy(checkpoint: str | Path | None, device: str) -> Path | None:
+    """The ONNX export to score instead of ``checkpoint`` (None: the default model): the
+    ``.onnx`` file of the same name beside it, where the command does not run under torchrun
+    (PyTorch splits that work), ONNX Runtime serves ``device``
+    (:func:`attnmel_cli.deploy.onnx_deps.runtime_serves`) and the file is the fp32 export of the
+    checkpoint as it is now (:func:`attnmel_cli.deploy.export_match.export_matches`, checked once
+    per state of the two files). None: the checkpoint, scored by PyTorch."""
+    if os.environ.get("WORLD_SIZE", "1") != "1":
         return None
-    path = default_checkpoint(onnx=True)
-    if not is_onnx(path) or not runtime_serves(device):
+    source = default_checkpoint() if checkpoint is None else locate(checkpoint)
+    if source is None or is_onnx(source) or not source.is_file():
         return None
-    source = path.with_name(DEFAULT_CHECKPOINT_NAME)
-    # The metadata strings are stored as plain UTF-8 in the protobuf: no parser needed.
-    if source.is_file() and file_sha256(source).encode() not in path.read_bytes():
+    copy = source.with_suffix(ONNX_SUFFIX)
+    if not copy.is_file() or not runtime_serves(device):
+        return None
+    from attnmel_cli.deploy.export_match import export_matches  # lazy: only with an export
+
+    if not export_matches(copy, source):
         log.warning("%s is not the export of the %s beside it: scoring that with PyTorch "
                     "(export it again: attnmel export %s --out %s --force)",
-                    path, source.name, source, path)
+                    copy, source.name, source, copy)
         return None
-    return path
+    return copy
 
 
 def resolve_checkpoint(path: str | Path | None) -> Path:
-    """The checkpoint to use: ``path`` if given, else the installed default model."""
+    """The checkpoint to use: ``path`` if given (:func:`locate`), else the default model."""
     if path is not None:
-        return Path(path)
+        return locate(path)
     default = default_checkpoint()
-    if not default.is_file():
-        raise CheckpointError(
-            f"no default model is installed (looked for {default}); pass --checkpoint FILE "
-            f"or set {DEFAULT_CHECKPOINT_ENV}"
-        )
+    if default is None or not default.is_file():
+        where = (f"neither a checkout's weights/ nor the installed attnmel distribution's files "
+                 f"hold {DEFAULT_CHECKPOINT_NAME}" if default is None
+                 else f"${DEFAULT_CHECKPOINT_ENV} names {default}, which is not a file")
+        raise CheckpointError(f"no default model is installed ({where}); pass "
+                              f"--checkpoint FILE or set {DEFAULT_CHECKPOINT_ENV}")
     return default

@@ -25,6 +25,7 @@ from torch import Tensor
 
 from attnmel_cli.errors import AttnMelError
 from attnmel_cli.io.digest import file_sha256
+from attnmel_cli.io.user_cache import cache_dir
 from attnmel_cli.models.backbones.timm import resolve_timm_name
 
 if TYPE_CHECKING:
@@ -204,13 +205,6 @@ def map_state_dict(
         k: mapped[k] if k in mapped else torch.zeros(v.shape, dtype=v.dtype)
         for k, v in target.items()
     }
-
-
-def cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/attnmel`` (``~/.cache/attnmel`` when unset or relative)."""
-    base = os.environ.get("XDG_CACHE_HOME", "")
-    root = Path(base) if base and os.path.isabs(base) else Path.home() / ".cache"
-    return root / "attnmel"
 
 
 def _cache_path(backbone: str, digest: str) -> Path:
