@@ -272,6 +272,17 @@ def test_readme_quick_start_runs_as_written(venv: Path, tmp_path: Path) -> None:
     assert (tmp_path / "explained" / "ISIC_0000279_composite.png").is_file()
 
 
+def test_ci_runs_readme_test_command() -> None:
+    """.ci/run does what README's second quick-start command says, step for step."""
+    _, commands = _quick_start()
+    scoring = next(i for i, c in enumerate(commands) if c.startswith("attnmel predict"))
+    readme = commands[scoring + 1:]
+    assert readme[-2:] == ["ruff check .", "pytest"], readme
+    lines = (REPO / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+    ci = [line.strip().replace(" --quiet", "") for line in lines]
+    assert [c for c in ci if c in readme] == readme, (ci, readme)  # in order, none left out
+
+
 def test_a_wheel_ships_the_html_report_template(venv: Path, tmp_path: Path) -> None:
     found = _run(venv / "bin" / "python", "-c",
                  "import jinja2; "

@@ -447,10 +447,11 @@ def test_the_default_model_scores_through_onnx_runtime_without_torch(tmp_path) -
 
 
 def test_readme_plain_onnxruntime_snippet(tiny, photos, tmp_path) -> None:
-    """README's ten lines of plain onnxruntime give attnmel's p_melanoma (a 256×256 photo)."""
+    """docs/preprocessing.md's lines of plain onnxruntime give attnmel's p_melanoma (a 256×256
+    photo)."""
     _, model = tiny
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
-    after = readme.split("Scoring with plain `onnxruntime`", 1)[1]
+    page = (REPO / "docs" / "preprocessing.md").read_text(encoding="utf-8")
+    after = page.split("Scoring with plain `onnxruntime`", 1)[1]
     snippet = after.split("```python\n", 1)[1].split("```", 1)[0]
     script = tmp_path / "score.py"
     script.write_text(snippet.replace('"attnmel.onnx"', repr(str(model))), encoding="utf-8")
