@@ -111,7 +111,10 @@ class TrainConfig:
     """Every option of a run: each field is one ``attnmel train`` flag (its metadata says which,
     with its help text); recorded in each checkpoint's ``train_config``."""
 
-    data: Path = field(metadata=option("Prepared dir (from `attnmel prepare`).", "--data", "-d"))
+    data: list[Path] = field(metadata=option(
+        "Prepared dir (from `attnmel prepare`). Repeat for several sources: the first is the "
+        "target (its val split or held-out --fold validates; --folds split it), the others add "
+        "their train and val images to training.", "--data", "-d"))
     out: Path = field(metadata=option("Run dir: last/best checkpoints, metrics.csv.",
                                       "--out", "-o"))
     arch: str = field(default="attnmel", metadata=option(
@@ -141,6 +144,10 @@ class TrainConfig:
     class_weights: str = field(default="none", metadata=option(
         "Per-class weights of the focal loss: none, balanced (inverse class frequency as "
         "sampled) or W1,W2,… in class order.", metavar="none|balanced|W1,…"))
+    source_weights: str = field(default="", metadata=option(
+        "Share of each source's (oversampled) images drawn per epoch, by prepared dir name, "
+        "e.g. isic2017=1,ham10000=0.25 (unnamed sources: 1; a fresh random subset each "
+        "epoch).", metavar="NAME=W,…"))
     roi: str = field(default="none", metadata=option(
         "Attention regularisation (Eq. 5): none, lesion, dermo or background."))
     epochs: int = field(default=50, metadata=option("Epochs.", min=1))
@@ -225,10 +232,23 @@ class TrainConfig:
     force: bool = field(default=False, metadata=option("Replace a run already in --out.",
                                                        "--force"))
 
+    def __post_init__(self) -> None:
+        if isinstance(self.data, str | Path):  # one source, as before 0.2
+            self.data = [Path(self.data)]
+
+    @property
+    def target(self) -> Path:
+        """The first --data: the prepared dir validated on (and split into folds)."""
+        return self.data[0]
+
     def as_record(self) -> dict[str, Any]:
         """JSON-able dict; paths as given when relative, only their name when absolute (a
-        checkpoint does not record the training machine's folders)."""
-        return {k: _portable(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
+        checkpoint does not record the training machine's folders); ``data`` is one path for
+        one source (as before 0.2), a list for several."""
+        record = {k: _portable(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
+        names = [_portable(Path(p)) for p in self.data]
+        record["data"] = names[0] if len(names) == 1 else names
+        return record
 
 
 def _portable(path: Path) -> str:

@@ -3,8 +3,8 @@
 ``tests`` is not a package, so what the test files share is handed to them as fixtures: the tiny
 checkpoints (binary, and of the three ISIC 2017 classes), ``invoke`` (the CLI in-process),
 ``restore_logging``, ``make_photo`` and ``labelled`` (synthetic photos), ``isic2017_subset`` (a
-prepared ISIC 2017 subset), and ``run_metrics`` and ``assert_same_run`` (a training run's
-results).
+prepared ISIC 2017 subset), ``ham_subset`` and ``ham_metadata`` (real HAM10000 images), and
+``run_metrics`` and ``assert_same_run`` (a training run's results).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import csv
 import logging
 import os
 import shutil
+from collections import defaultdict
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -163,6 +164,66 @@ def isic2017_subset(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., P
         return root / "prepared"
 
     return make
+
+
+# ── a real HAM10000 subset, in the Dataverse download layout ──────────────────────────────────
+
+HAM10000 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ham10000-200x150"
+METADATA = "HAM10000_metadata.csv"
+
+
+def _ham_metadata() -> list[dict[str, str]]:
+    if not (HAM10000 / METADATA).is_file():
+        pytest.skip(f"HAM10000 not found at {HAM10000} (see ../shared/data/README.md)")
+    with (HAM10000 / METADATA).open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _ham_subset(dst: Path, lesions: int = 24, with_ground_truth: bool = True) -> Path:
+    """A HAM10000 download in the Dataverse layout (two image folders, the metadata, the masks
+    folder; the ISIC 2018 Task 3 ground truth when asked) holding every photograph of the first
+    ``lesions`` multi-photo lesions (half of them melanomas) and as many single-photo lesions."""
+    by_lesion: dict[str, list[dict[str, str]]] = defaultdict(list)
+    for rec in _ham_metadata():
+        by_lesion[rec["lesion_id"]].append(rec)
+    multi = [v for v in by_lesion.values() if len(v) > 1]
+    mel = [v for v in multi if v[0]["dx"] == "mel"][: lesions // 2]
+    other = [v for v in multi if v[0]["dx"] != "mel"][: lesions // 2]
+    single = [v for v in by_lesion.values() if len(v) == 1][:lesions]
+    chosen = [rec for group in mel + other + single for rec in group]
+    for i, rec in enumerate(chosen):
+        folder = dst / f"HAM10000_images_part_{1 + i % 2}"
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copy(HAM10000 / "HAM10000_images" / f"{rec['image_id']}.jpg", folder)
+        masks = dst / "HAM10000_segmentations_lesion_tschandl"
+        masks.mkdir(exist_ok=True)
+        shutil.copy(HAM10000 / masks.name / f"{rec['image_id']}_segmentation.png", masks)
+    with (dst / METADATA).open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(chosen[0]))
+        writer.writeheader()
+        writer.writerows(chosen)
+    if with_ground_truth:
+        classes = ("MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC")
+        with (dst / "ISIC2018_Task3_Training_GroundTruth.csv").open("w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["image", *classes])
+            for rec in chosen:
+                writer.writerow([rec["image_id"],
+                                 *(f"{float(c.lower() == rec['dx']):.1f}" for c in classes)])
+    return dst
+
+
+@pytest.fixture(scope="session")
+def ham_metadata() -> Callable[[], list[dict[str, str]]]:
+    """``ham_metadata()``: the rows of the real HAM10000_metadata.csv (skips where absent)."""
+    return _ham_metadata
+
+
+@pytest.fixture(scope="session")
+def ham_subset() -> Callable[..., Path]:
+    """``ham_subset(dst, lesions=24, with_ground_truth=True)``: a small real HAM10000 download
+    (see :func:`_ham_subset`); skips where the data is absent."""
+    return _ham_subset
 
 
 # ── training runs ─────────────────────────────────────────────────────────────────────────────

@@ -34,8 +34,8 @@ def prepare(
     ],
     dataset: Annotated[
         str,
-        typer.Option(help="Source layout: auto, isic2016, isic2017, isic2018, isic2019, isic2020, "
-                     "folder or csv."),
+        typer.Option(help="Source layout: auto, isic2016, isic2017, isic2018, ham10000, isic2019, "
+                     "isic2020, folder or csv."),
     ] = "auto",
     val_fraction: Annotated[
         float,
@@ -76,6 +76,12 @@ def prepare(
     for folder, count in result.ignored.items():
         log.info("ignored %d unlabelled images in %s", count, folder)
     err.print(summary_table(result))
+    if result.lesions:
+        log.info("%d lesions: every carved split and fold keeps a lesion's photographs on one "
+                 "side", result.lesions)
+    note = result.resolution.note(crop_fraction) if result.resolution else None
+    if note:
+        log.info("%s", note)
     log.info(
         "prepared %d images (%d written, %d already done) in %.1f s",
         result.written + result.skipped, result.written, result.skipped, result.seconds,

@@ -1,12 +1,13 @@
 """``prepare``'s checks, all before anything is written: pair each label with its files, then
 read every header (image size, EXIF orientation, masks and superpixel maps of the same size,
-feature JSONs); and the stratified validation split carved from train where there is none."""
+feature JSONs); and the stratified validation split carved from train where there is none,
+grouped by lesion where the source names lesions (HAM10000)."""
 
 from __future__ import annotations
 
 import random
 from collections import Counter, defaultdict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from PIL import Image
@@ -31,6 +32,8 @@ class Job:
     superpixels: Path | None
     features: Path | None
     orientation: int = 1
+    attributes: dict[str, str] = field(default_factory=dict, compare=False)  # manifest extras
+    size: tuple[int, int] = (0, 0)  # the photo's (width, height), once inspected
 
 
 def rel_path(path: Path, root: Path) -> str:
@@ -103,6 +106,7 @@ def match_files(src: Source, problems: Problems) -> tuple[list[Job], dict[str, i
                 files.lesion_masks.get(entry.image_id, [None])[0],
                 superpixels if features else None,
                 features,
+                attributes=entry.attributes,
             )
         )
     return jobs, {rel_path(k, root): v for k, v in sorted(ignored.items())}
@@ -151,21 +155,34 @@ def inspect_job(
         except InputError as exc:
             found.append(("invalid features JSON", f"{job.image_id} ({exc})"))
     known = orientation in ORIENTATION_TRANSPOSE
-    return replace(job, orientation=orientation if known else 1), found
+    if orientation in (5, 6, 7, 8):  # a quarter turn swaps width and height
+        size = (size[1], size[0])
+    return replace(job, orientation=orientation if known else 1, size=size), found
 
 
 def carve_val(jobs: list[Job], fraction: float, seed: int) -> set[str]:
-    """Ids of a stratified (per label) random ``fraction`` of the train jobs, fixed by ``seed``."""
+    """Ids of a stratified (per label) random ``fraction`` of the train jobs, fixed by ``seed``.
+
+    Jobs with a ``lesion_id`` are drawn by lesion (a lesion labelled melanoma if any of its
+    photographs is): all photographs of a lesion land on the same side. Without lesion ids
+    every image is its own group, which is the image-level carve of earlier versions."""
     rng = random.Random(seed)
-    by_label: dict[int, list[str]] = defaultdict(list)
+    members: dict[str, list[str]] = defaultdict(list)
+    group_label: dict[str, int] = defaultdict(int)
     for job in jobs:
         if job.split == "train":
-            by_label[job.label].append(job.image_id)
+            group = job.attributes.get("lesion_id") or job.image_id
+            members[group].append(job.image_id)
+            group_label[group] = max(group_label[group], job.label)
+    by_label: dict[int, list[str]] = defaultdict(list)
+    for group, label in group_label.items():
+        by_label[label].append(group)
     chosen: set[str] = set()
     for label in sorted(by_label):
-        ids = sorted(by_label[label])
-        rng.shuffle(ids)
-        chosen.update(ids[: round(fraction * len(ids))])
+        groups = sorted(by_label[label])
+        rng.shuffle(groups)
+        for group in groups[: round(fraction * len(groups))]:
+            chosen.update(members[group])
     return chosen
 
 

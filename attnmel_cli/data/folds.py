@@ -4,6 +4,9 @@ The 150-image ISIC 2017 validation split (30 melanomas) has an AUC standard erro
 it cannot tell two recipes apart. ``attnmel train --folds K --fold I`` pools train + val,
 splits them into K folds stratified by label, and holds fold I out as the validation set.
 The assignment depends only on the image ids, labels and the seed, never on the row order.
+Where the manifest names lesions (HAM10000's ``lesion_id``) the folds are grouped: all photographs
+of one lesion fall in the same fold (scikit-learn's ``StratifiedGroupKFold``); without lesion ids
+they are the plain stratified folds of earlier versions, image for image.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from attnmel_cli.data.manifest import Row
+from attnmel_cli.data.manifest import Row, group_of
 from attnmel_cli.errors import DataError
 
 CV_SPLITS = ("train", "val")  # the splits pooled for cross-validation; test is never touched
@@ -20,7 +23,7 @@ CV_SPLITS = ("train", "val")  # the splits pooled for cross-validation; test is 
 
 def fold_of(rows: Sequence[Row], folds: int, seed: int = 0) -> dict[str, int]:
     """image_id → fold in [0, folds): each fold holds about 1/folds of each label."""
-    from sklearn.model_selection import StratifiedKFold
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
     pool = sorted((r for r in rows if r.split in CV_SPLITS), key=lambda r: r.image_id)
     labels = np.array([r.label for r in pool])
@@ -32,9 +35,17 @@ def fold_of(rows: Sequence[Row], folds: int, seed: int = 0) -> dict[str, int]:
             f"{folds} folds need at least {folds} images of each label in train + val "
             f"(have {per_class[1]} melanoma, {per_class[0]} other)"
         )
-    splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
     assignment: dict[str, int] = {}
-    for fold, (_, held_out) in enumerate(splitter.split(np.zeros(len(pool)), labels)):
+    if any(r.lesion_id for r in pool):
+        groups = [group_of(r) for r in pool]
+        if len(set(groups)) < folds:
+            raise DataError(f"{folds} folds need at least {folds} lesions in train + val")
+        splits = StratifiedGroupKFold(folds, shuffle=True, random_state=seed).split(
+            np.zeros(len(pool)), labels, groups)
+    else:
+        splits = StratifiedKFold(folds, shuffle=True, random_state=seed).split(
+            np.zeros(len(pool)), labels)
+    for fold, (_, held_out) in enumerate(splits):
         for i in held_out:
             assignment[pool[i].image_id] = fold
     return assignment

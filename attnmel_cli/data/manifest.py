@@ -3,6 +3,9 @@
 A prepared dir holds ``manifest.csv`` with the columns :data:`MANIFEST_COLUMNS`; paths are relative
 to the dir and empty where absent, ``label`` is 1 for melanoma and 0 otherwise, ``split`` is one of
 :data:`SPLITS`. Images are 256×256 after the paper's crop; masks are aligned with them.
+Sources with per-image metadata (HAM10000) add the optional columns :data:`ATTRIBUTE_COLUMNS`
+after those: ``lesion_id`` groups the photographs of one lesion (every split and fold keeps a
+lesion on one side), the rest are kept for breaking results down.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import csv
 import io
 from collections import defaultdict
-from dataclasses import astuple, dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from attnmel_cli.errors import DataError
@@ -28,6 +31,8 @@ MANIFEST_COLUMNS = (
     "source",
     "sha256",
 )
+# optional, after MANIFEST_COLUMNS, written when any row has them (HAM10000's metadata)
+ATTRIBUTE_COLUMNS = ("lesion_id", "dx", "dx_type", "age", "sex", "localization")
 SPLITS = ("train", "val", "test")
 _PATH_COLUMNS = ("image", "lesion_mask", "dermo_mask")
 _SHOWN = 10  # offending items listed per kind of problem
@@ -46,6 +51,17 @@ class Row:
     dermo_mask: str | None
     source: str
     sha256: str
+    attributes: dict[str, str] = field(default_factory=dict, compare=False)  # ATTRIBUTE_COLUMNS
+
+    @property
+    def lesion_id(self) -> str | None:
+        """The lesion this photograph shows, where the source says (HAM10000), else None."""
+        return self.attributes.get("lesion_id") or None
+
+
+def group_of(row: Row) -> str:
+    """What must stay on one side of any split: the row's lesion, else the image itself."""
+    return row.lesion_id or f"image:{row.image_id}"
 
 
 class Problems:
@@ -132,6 +148,7 @@ def _row(image_id: str, rec: dict[str, str]) -> Row:
         dermo_mask=rec["dermo_mask"] or None,
         source=rec["source"],
         sha256=rec["sha256"],
+        attributes={c: rec[c] for c in ATTRIBUTE_COLUMNS if rec.get(c)},
     )
 
 
@@ -183,10 +200,14 @@ def read_manifest(prepared_dir: str | Path, split: str | None = None) -> list[Ro
 
 
 def write_manifest(prepared_dir: str | Path, rows: list[Row]) -> Path:
-    """Write ``rows`` to ``PREPARED/manifest.csv`` atomically (temporary name, then rename)."""
+    """Write ``rows`` to ``PREPARED/manifest.csv`` atomically (temporary name, then rename);
+    the attribute columns any row has follow the required ones."""
+    extra = [c for c in ATTRIBUTE_COLUMNS if any(c in row.attributes for row in rows)]
     buf = io.StringIO(newline="")
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(MANIFEST_COLUMNS)
+    writer.writerow([*MANIFEST_COLUMNS, *extra])
     for row in rows:
-        writer.writerow("" if v is None else v for v in astuple(row))
+        values = [getattr(row, c) for c in MANIFEST_COLUMNS]
+        writer.writerow(["" if v is None else v for v in values]
+                        + [row.attributes.get(c, "") for c in extra])
     return write_text_atomic(Path(prepared_dir) / MANIFEST_NAME, buf.getvalue())

@@ -29,6 +29,7 @@ from attnmel_cli.config import (
     CROP_FRACTION,
     PREPARE_SEED,
     PREPARE_VAL_FRACTION,
+    PREPARED_SIZE,
     default_prepare_workers,
 )
 from attnmel_cli.data.checks import Job, assign_splits, inspect_job, match_files, rel_path
@@ -67,6 +68,36 @@ class PrepareResult:
     carved_val: bool
     ignored: dict[str, int] = field(default_factory=dict)  # unlabelled folder → image count
     seconds: float = 0.0
+    resolution: CropSides | None = None
+    lesions: int = 0  # distinct lesion ids (0: the source names none)
+
+
+@dataclass(frozen=True)
+class CropSides:
+    """The side in source pixels of the photos' centre crops, against the prepared 256."""
+
+    median: int
+    smallest: int
+    upsampled: int  # photos whose crop is smaller than the prepared size (upsampled)
+    photos: int
+
+    def note(self, crop_fraction: float) -> str | None:
+        """A sentence for the summary when most crops are upsampled, else None."""
+        if 2 * self.upsampled <= self.photos:
+            return None
+        return (f"{self.upsampled} of {self.photos} photos are smaller than the prepared "
+                f"{PREPARED_SIZE} px: their {crop_fraction:g} crop is {self.median} px "
+                f"(median; smallest {self.smallest}), upsampled to {PREPARED_SIZE}; the source's "
+                "resolution, not the prepared size, limits their detail")
+
+
+def crop_sides(jobs: Sequence[Job], crop_fraction: float) -> CropSides | None:
+    """:class:`CropSides` of the inspected ``jobs`` (None without any)."""
+    sides = sorted(round(crop_fraction * min(j.size)) for j in jobs if min(j.size) > 0)
+    if not sides:
+        return None
+    return CropSides(sides[len(sides) // 2], sides[0],
+                     sum(side < PREPARED_SIZE for side in sides), len(sides))
 
 
 def _parallel(
@@ -138,6 +169,7 @@ def _meta(
     counts: dict[str, SplitCount] | None,
     ignored: dict[str, int],
     crop_fraction: float,
+    resolution: CropSides | None = None,
 ) -> str:
     meta = {
         "format": META_FORMAT,
@@ -155,6 +187,7 @@ def _meta(
         "image_format": "png",
         "counts": {k: vars(v) for k, v in (counts or {}).items()},
         "ignored_unlabelled_folders": ignored,
+        "crop_sides": vars(resolution) if resolution else None,
     }
     return json.dumps(meta, indent=2) + "\n"
 
@@ -261,10 +294,11 @@ def prepare_dataset(
     rows = sorted((d.row for d in done if d.row), key=lambda r: (order[r.split], r.image_id))
     counts = _count(rows)
     write_manifest(out, rows)
+    resolution = crop_sides(jobs, crop_fraction)
     write_text_atomic(out / META_NAME, _meta(src, val_fraction, seed, carved, counts, ignored,
-                                             crop_fraction))
+                                             crop_fraction, resolution))
     skipped = sum(d.skipped for d in done)
     return PrepareResult(
         out, src.layout, counts, len(done) - skipped, skipped, carved, ignored,
-        time.perf_counter() - start,
+        time.perf_counter() - start, resolution, len({r.lesion_id for r in rows} - {None}),
     )

@@ -4,7 +4,9 @@ Each epoch's order is a pure function of (seed, epoch), like ``DistributedSample
 at epoch e replays exactly the order an uninterrupted run would see, with no hidden state.
 Each drawn item also carries its own augmentation seed, so the random crops and flips do not
 depend on the number of DataLoader workers. A distributed variant only has to slice
-:meth:`OversamplingSampler.epoch_order` per rank.
+:meth:`OversamplingSampler.epoch_order` per rank. With several sources and weights other than 1
+(``train --source-weights``), each pass draws each source's weighted share of its own
+oversampled pool, still a pure function of (seed, epoch).
 """
 
 from __future__ import annotations
@@ -21,13 +23,34 @@ class OversamplingSampler(Sampler[tuple[int, int]]):
     """Yields ``(index, augmentation_seed)``: melanoma (label 1) ``factor`` times, shuffled."""
 
     def __init__(
-        self, labels: Sequence[int], factor: int = OVERSAMPLE, seed: int = 0, passes: int = 1
+        self, labels: Sequence[int], factor: int = OVERSAMPLE, seed: int = 0, passes: int = 1,
+        sources: Sequence[int] | None = None, weights: Sequence[float] | None = None,
     ) -> None:
         self.pool = np.concatenate(
             [np.repeat(np.flatnonzero(np.asarray(labels) == 1), factor),
              np.flatnonzero(np.asarray(labels) != 1)]
         )
         self.factor, self.seed, self.epoch, self.passes = factor, seed, 0, passes
+        # several sources (``train --data A --data B``): each one's share of the pool per pass
+        self.pools: list[tuple[np.ndarray, float]] = []
+        if sources is not None and weights is not None and any(w != 1 for w in weights):
+            of = np.asarray(sources)[self.pool]
+            self.pools = [(self.pool[of == s], float(w)) for s, w in enumerate(weights)]
+
+    @property
+    def pass_length(self) -> int:
+        """Items drawn per pass: the oversampled pool, or each source's weighted share of it."""
+        if not self.pools:
+            return len(self.pool)
+        return sum(round(w * len(p)) for p, w in self.pools)
+
+    def _draw(self, rng: np.random.Generator) -> np.ndarray:
+        """One pass: each source's pool whole ⌊w⌋ times plus a seeded subset of the rest."""
+        parts = []
+        for pool, weight in self.pools:
+            whole, rest = divmod(round(weight * len(pool)), len(pool)) if len(pool) else (0, 0)
+            parts += [pool] * whole + [rng.choice(pool, rest, replace=False)]
+        return rng.permutation(np.concatenate(parts))
 
     def set_epoch(self, epoch: int) -> None:
         """Select the order of ``epoch`` (0-based)."""
@@ -37,7 +60,8 @@ class OversamplingSampler(Sampler[tuple[int, int]]):
         """The whole epoch: (dataset index, augmentation seed) pairs; ``passes`` shuffled passes
         over the oversampled pool (the authors' "epoch" is 2 passes over ISIC 2017)."""
         rng = np.random.default_rng([self.seed, self.epoch])
-        order = np.concatenate([rng.permutation(self.pool) for _ in range(self.passes)])
+        order = np.concatenate([self._draw(rng) if self.pools else rng.permutation(self.pool)
+                                for _ in range(self.passes)])
         seeds = rng.integers(0, 2**62, size=len(order))
         return list(zip(order.tolist(), seeds.tolist(), strict=True))
 
@@ -45,7 +69,7 @@ class OversamplingSampler(Sampler[tuple[int, int]]):
         return iter(self.epoch_order())
 
     def __len__(self) -> int:
-        return len(self.pool) * self.passes
+        return self.pass_length * self.passes
 
 
 class ShardedOversamplingSampler(OversamplingSampler):
@@ -60,17 +84,18 @@ class ShardedOversamplingSampler(OversamplingSampler):
     """
 
     def __init__(
-        self, labels: Sequence[int], factor: int = OVERSAMPLE, seed: int = 0, passes: int = 1, *,
+        self, labels: Sequence[int], factor: int = OVERSAMPLE, seed: int = 0, passes: int = 1,
+        sources: Sequence[int] | None = None, weights: Sequence[float] | None = None, *,
         rank: int, world: int, batch_size: int,
     ) -> None:
-        super().__init__(labels, factor, seed, passes)
+        super().__init__(labels, factor, seed, passes, sources, weights)
         if not 0 <= rank < world or batch_size % world:
             raise ValueError(f"rank {rank} of {world} with global batch {batch_size}")
         self.rank, self.world, self.batch_size = rank, world, batch_size
 
     def global_length(self) -> int:
         """Items drawn per epoch by all the ranks together."""
-        n = len(self.pool) * self.passes
+        n = self.pass_length * self.passes
         if n > self.batch_size:
             return n // self.batch_size * self.batch_size
         return -(-n // self.world) * self.world

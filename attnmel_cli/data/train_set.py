@@ -81,12 +81,14 @@ class TrainSet(Dataset[TrainItem]):
     """
 
     def __init__(
-        self, root: Path, rows: Sequence[Row], image_size: int, roi: str = "none",
-        labels: Sequence[int] | None = None, augment: str = "paper",
+        self, root: Path | Sequence[Path], rows: Sequence[Row], image_size: int,
+        roi: str = "none", labels: Sequence[int] | None = None, augment: str = "paper",
     ) -> None:
         if roi not in ROIS:
             raise DataError(f"unknown roi {roi!r}; choose one of {', '.join(ROIS)}")
-        self.root, self.rows, self.size, self.roi = root, list(rows), image_size, roi
+        self.rows, self.size, self.roi = list(rows), image_size, roi
+        # the prepared dir of each row (several with ``train --data A --data B``)
+        self.roots = [root] * len(self.rows) if isinstance(root, Path) else list(root)
         self.view = AUGMENTS[augment]
         # class index of each row (multi-class training); default the binary melanoma label
         self.labels = list(labels) if labels is not None else [r.label for r in self.rows]
@@ -108,16 +110,17 @@ class TrainSet(Dataset[TrainItem]):
         cached = torch.empty(shape, dtype=torch.uint8)
 
         def fill(index: int) -> None:
-            cached[index] = torch.from_numpy(self._planes(self.rows[index]))
+            cached[index] = torch.from_numpy(self._planes(index))
 
         with ThreadPoolExecutor(max(1, threads)) as pool:  # Pillow decodes without the GIL
             list(pool.map(fill, range(len(self.rows))))
         self.cached = cached
 
-    def _planes(self, row: Row) -> np.ndarray:
-        """(R, R, 3 or 4) uint8: the image, plus the reference map in {0, 1} when roi is set."""
-        r = (self.resize, self.resize)
-        img = _open(self.root / row.image, "RGB")
+    def _planes(self, index: int) -> np.ndarray:
+        """(R, R, 3 or 4) uint8: row ``index``'s image, plus the reference map in {0, 1} when
+        roi is set."""
+        row, root, r = self.rows[index], self.roots[index], (self.resize, self.resize)
+        img = _open(root / row.image, "RGB")
         if img.size != r:
             img = img.resize(r, Image.BILINEAR)
         planes = np.array(img)  # writable copy for torch.from_numpy
@@ -127,7 +130,7 @@ class TrainSet(Dataset[TrainItem]):
         if mask_file is None:
             ref = np.zeros(r, np.uint8)
         else:
-            mask = _open(self.root / mask_file, "L")
+            mask = _open(root / mask_file, "L")
             if mask.size != r:
                 mask = mask.resize(r, Image.NEAREST)
             ref = (np.asarray(mask) > 127).astype(np.uint8)
@@ -139,7 +142,7 @@ class TrainSet(Dataset[TrainItem]):
         index, seed = key
         row = self.rows[index]
         planes = (self.cached[index] if self.cached is not None
-                  else torch.from_numpy(self._planes(row)))
+                  else torch.from_numpy(self._planes(index)))
         generator = torch.Generator().manual_seed(seed)
         view = self.view(planes.permute(2, 0, 1), self.size, generator)
         roi = view[3:] if self.roi != "none" else torch.zeros(0, dtype=torch.uint8)

@@ -117,6 +117,7 @@ def process_job(
         dermo_mask=names["dermo"] if job.features else None,
         source=rel_path(job.image, root),
         sha256=sha,
+        attributes=job.attributes,
     )
     if all(_stamp(out / names[k]) == digest for k in wanted):
         return Done(row, skipped=True)

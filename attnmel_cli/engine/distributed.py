@@ -243,13 +243,16 @@ def process_group(device_name: str = "auto") -> Iterator[tuple[Dist, torch.devic
 
 
 def make_sampler(
-    d: Dist, labels: Sequence[int], factor: int, seed: int, batch_size: int, passes: int = 1
+    d: Dist, labels: Sequence[int], factor: int, seed: int, batch_size: int, passes: int = 1,
+    sources: Sequence[int] | None = None, weights: Sequence[float] | None = None,
 ) -> OversamplingSampler:
-    """The training sampler: the whole epoch, or this rank's share of it (global ``batch_size``)."""
+    """The training sampler: the whole epoch, or this rank's share of it (global ``batch_size``);
+    ``sources``/``weights``: each item's source and each source's share per pass."""
     if not d.enabled:
-        return OversamplingSampler(labels, factor, seed, passes)
+        return OversamplingSampler(labels, factor, seed, passes, sources, weights)
     return ShardedOversamplingSampler(
-        labels, factor, seed, passes, rank=d.rank, world=d.world, batch_size=batch_size
+        labels, factor, seed, passes, sources, weights, rank=d.rank, world=d.world,
+        batch_size=batch_size,
     )
 
 

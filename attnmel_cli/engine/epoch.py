@@ -96,7 +96,7 @@ def validate(
     if not rows:
         return {"val_loss": math.nan, "val_ap": math.nan, "val_auc": math.nan}
     lo, hi = dist.bounds(len(rows))
-    paths = [config.data / r.image for r in rows[lo:hi]]
+    paths = [config.target / r.image for r in rows[lo:hi]]
     local: list[tuple[float, str | None]] = [
         (math.nan if s.p_melanoma is None else s.p_melanoma, s.error)
         for s in score_paths(model, meta, paths, device=device, batch_size=2 * config.batch_size,

@@ -13,12 +13,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from attnmel_cli.config import IMAGENET_MEAN, IMAGENET_STD, TrainConfig
-from attnmel_cli.data.manifest import Row
 from attnmel_cli.errors import AttnMelError, DataError
 from attnmel_cli.models.backbones.base import backbone_normalization
 
@@ -44,11 +44,10 @@ def parse_normalize(text: str) -> str | Stats:
     return tuple(values[:3]), tuple(values[3:])
 
 
-def dataset_mean_std(config: TrainConfig, rows: Sequence[Row]) -> Stats:
+def dataset_mean_std(paths: Sequence[Path]) -> Stats:
     """Per-channel mean and standard deviation of every pixel of the prepared training images."""
     total, squares, count = np.zeros(3), np.zeros(3), 0
-    for row in rows:
-        path = config.data / row.image
+    for path in paths:
         try:
             with Image.open(path) as img:
                 pixels = np.asarray(img.convert("RGB"), dtype=np.float64).reshape(-1, 3) / 255.0
@@ -62,14 +61,15 @@ def dataset_mean_std(config: TrainConfig, rows: Sequence[Row]) -> Stats:
     return tuple(round(float(v), 6) for v in mean), tuple(round(float(v), 6) for v in std)
 
 
-def normalization(config: TrainConfig, rows: Sequence[Row]) -> Stats:
-    """The (mean, std) this run normalises its inputs with (module docstring)."""
+def normalization(config: TrainConfig, paths: Sequence[Path]) -> Stats:
+    """The (mean, std) this run normalises its inputs with (module docstring); ``paths``: the
+    prepared training images (read for ``dataset`` only)."""
     choice = parse_normalize(config.normalize)
     if choice == "backbone":
         return backbone_normalization(config.backbone)
     if choice == "imagenet":
         return IMAGENET_MEAN, IMAGENET_STD
     if choice == "dataset":
-        return dataset_mean_std(config, rows)
+        return dataset_mean_std(paths)
     assert isinstance(choice, tuple)
     return choice

@@ -9,6 +9,7 @@ import logging
 import os
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -17,6 +18,13 @@ from attnmel_cli.config import CROP_FRACTION, TrainConfig
 from attnmel_cli.data.augment import AUGMENTS
 from attnmel_cli.data.folds import fold_split
 from attnmel_cli.data.manifest import MANIFEST_NAME, SPLITS, Row, read_manifest
+from attnmel_cli.data.mix import (
+    EXTRA_SPLITS,
+    TrainSource,
+    parse_source_weights,
+    run_fingerprint,
+    source_names,
+)
 from attnmel_cli.data.prepare import prepared_crop_fraction
 from attnmel_cli.data.train_set import ROIS, TrainSet, physical_memory, roi_known, roi_path
 from attnmel_cli.engine.normalize import parse_normalize
@@ -105,11 +113,30 @@ def split_rows(config: TrainConfig, rows: Sequence[Row]) -> tuple[list[Row], lis
             [r for r in rows if r.split == "val" and "val" not in splits])
 
 
-def load_data(config: TrainConfig) -> tuple[list[Row], list[Row], str]:
-    """Train and validation rows of the prepared dir, checked for this run, and its fingerprint."""
-    rows = read_manifest(config.data)
-    train_rows, val_rows = split_rows(config, rows)
-    where = config.data / MANIFEST_NAME
+@dataclass
+class TrainingData:
+    """A run's rows: training rows of every source with each one's prepared dir and source index,
+    the target's validation rows, and the sources as the checkpoint lists them."""
+
+    train: list[Row]
+    roots: list[Path]
+    source: list[int]
+    val: list[Row]
+    fingerprint: str  # the target's data fingerprint (the checkpoint's data_fingerprint)
+    sources: list[TrainSource]
+
+    @property
+    def run_fingerprint(self) -> str:
+        """What --resume checks (:func:`attnmel_cli.data.mix.run_fingerprint`)."""
+        return run_fingerprint(self.sources)
+
+    @property
+    def weights(self) -> list[float]:
+        return [s.weight for s in self.sources]
+
+
+def _check_target(config: TrainConfig, train_rows: list[Row], val_rows: list[Row]) -> None:
+    where = config.target / MANIFEST_NAME
     if not train_rows:
         raise DataError(f"{where}: no training images (split {config.train_splits!r})")
     if val_rows and {r.label for r in val_rows} != {0, 1}:
@@ -118,19 +145,63 @@ def load_data(config: TrainConfig) -> tuple[list[Row], list[Row], str]:
             f"{sum(r.label for r in val_rows)} of {len(val_rows)} melanoma); the best epoch is "
             "chosen by validation AUC"
         )
-    if config.roi != "none":
-        if not any(roi_path(r, config.roi) for r in train_rows):
-            kind = "dermoscopic-feature" if config.roi == "dermo" else "lesion"
-            raise DataError(
-                f"{where}: --roi {config.roi} needs {kind} maps; no training image has one"
-            )
-        unknown = sum(not roi_known(r, config.roi) for r in train_rows)
-        if unknown:
-            log.warning(
-                "%d of %d training images have no lesion mask: they are left out of the Dice "
-                "terms of --roi %s", unknown, len(train_rows), config.roi,
-            )
-    return train_rows, val_rows, data_fingerprint(rows, prepared_crop_fraction(config.data))
+
+
+def _check_roi(config: TrainConfig, train_rows: list[Row]) -> None:
+    if config.roi == "none":
+        return
+    if not any(roi_path(r, config.roi) for r in train_rows):
+        kind = "dermoscopic-feature" if config.roi == "dermo" else "lesion"
+        raise DataError(f"{config.target / MANIFEST_NAME}: --roi {config.roi} needs {kind} "
+                        "maps; no training image has one")
+    unknown = sum(not roi_known(r, config.roi) for r in train_rows)
+    if unknown:
+        log.warning(
+            "%d of %d training images have no lesion mask: they are left out of the Dice "
+            "terms of --roi %s", unknown, len(train_rows), config.roi,
+        )
+
+
+def _check_disjoint(folder: Path, rows: list[Row], target: Path, val_rows: list[Row]) -> None:
+    """An extra source must not hold the target's validation images (same id or same file)."""
+    held_out = {r.image_id for r in val_rows} | {r.sha256 for r in val_rows}
+    leaked = [r.image_id for r in rows if r.image_id in held_out or r.sha256 in held_out]
+    if leaked:
+        raise DataError(
+            f"{folder / MANIFEST_NAME}: {len(leaked)} of its images are also validation images "
+            f"of {target} (same id or file: {', '.join(leaked[:5])}); they would "
+            "leak into the figures the run is judged by"
+        )
+
+
+def load_data(config: TrainConfig) -> TrainingData:
+    """The run's rows from every --data dir (:mod:`attnmel_cli.data.mix`), checked."""
+    names = source_names(config.data)
+    weights = parse_source_weights(config.source_weights, names)
+    rows = read_manifest(config.target)
+    train_rows, val_rows = split_rows(config, rows)
+    _check_target(config, train_rows, val_rows)
+    crop = prepared_crop_fraction(config.target)
+    fingerprint = data_fingerprint(rows, crop)
+    data = TrainingData(list(train_rows), [config.target] * len(train_rows),
+                        [0] * len(train_rows), val_rows, fingerprint, [TrainSource(
+                            names[0], fingerprint, weights[0], len(train_rows),
+                            sum(r.label for r in train_rows), crop, "target")])
+    for index, folder in enumerate(config.data[1:], 1):
+        rows = read_manifest(folder)
+        extra = [r for r in rows if r.split in EXTRA_SPLITS]
+        if not extra:
+            raise DataError(f"{folder / MANIFEST_NAME}: no train or val images to add")
+        _check_disjoint(folder, extra, config.target, val_rows)
+        crop = prepared_crop_fraction(folder)
+        data.train += extra
+        data.roots += [folder] * len(extra)
+        data.source += [index] * len(extra)
+        data.sources.append(TrainSource(names[index], data_fingerprint(rows, crop),
+                                        weights[index], len(extra),
+                                        sum(r.label for r in extra), crop, "extra"))
+    _check_roi(config, data.train)
+    return data
 
 
 @contextlib.contextmanager
@@ -161,7 +232,7 @@ def determinism(config: TrainConfig) -> Iterator[None]:
 
 def check_resumable(state: RunState, config: TrainConfig, fingerprint: str) -> None:
     # an option newer than the interrupted run was run with its default
-    saved = {**TrainConfig(data=config.data, out=config.out).as_record(), **state.train_config}
+    saved = {**TrainConfig(data=config.target, out=config.out).as_record(), **state.train_config}
     now = config.as_record()
     changed = [k for k in now if k not in RESUME_MAY_CHANGE and saved.get(k) != now[k]]
     if changed:

@@ -28,7 +28,6 @@ from torch.utils.data import DataLoader
 from attnmel_cli.config import TrainConfig, default_train_workers
 from attnmel_cli.data.classes import class_labels, class_weights, resolve_classes
 from attnmel_cli.data.manifest import MANIFEST_NAME, Row
-from attnmel_cli.data.prepare import prepared_crop_fraction
 from attnmel_cli.data.sampler import OversamplingSampler
 from attnmel_cli.data.train_set import TrainSet
 from attnmel_cli.engine.averaging import average_last
@@ -37,6 +36,7 @@ from attnmel_cli.engine.epoch import CHANNELS_LAST_DEVICES, Step, train_epoch, v
 from attnmel_cli.engine.normalize import normalization
 from attnmel_cli.engine.optim import Optimisation, amp_dtype
 from attnmel_cli.engine.setup import (
+    TrainingData,
     cache_images,
     check_config,
     check_resumable,
@@ -81,7 +81,7 @@ def _progress(console: Console | None) -> Progress:
 
 
 def train(config: TrainConfig, *, console: Console | None = None) -> TrainResult:
-    """Train one model on the prepared dir ``config.data`` into the run dir ``config.out``.
+    """Train one model on the prepared dirs ``config.data`` into the run dir ``config.out``.
 
     Progress bars go to ``console`` (none when ``None``). Raises :class:`TrainInterrupted` on
     Ctrl-C (the last complete epoch stays in RUN_DIR for ``--resume``) and
@@ -90,23 +90,23 @@ def train(config: TrainConfig, *, console: Console | None = None) -> TrainResult
     check_config(config)
     with process_group(config.device) as (dist, device):
 
-        def setup() -> tuple[list[Row], list[Row], str, RunState | None, tuple[str, ...]]:
+        def setup() -> tuple[TrainingData, RunState | None, tuple[str, ...]]:
             dist.local_batch(config.batch_size)  # the global batch must split evenly
-            train_rows, val_rows, fingerprint = load_data(config)
-            classes = resolve_classes(config.classes, train_rows)
-            labels = class_labels(train_rows, classes, f"{config.data / MANIFEST_NAME}: ")
+            data = load_data(config)
+            classes = resolve_classes(config.classes, data.train)
+            labels = class_labels(data.train, classes, f"{config.target / MANIFEST_NAME}: ")
             class_weights(config.class_weights, labels, len(classes))  # checked before claiming
             claim_run_dir(config.out, resume=config.resume, force=config.force)
             state = load_run_state(config.out / STATE) if config.resume else None
             if state is not None:
-                check_resumable(state, config, fingerprint)
-            return train_rows, val_rows, fingerprint, state, classes
+                check_resumable(state, config, data.run_fingerprint)
+            return data, state, classes
 
         # Rank 0 alone reads and claims the run dir; the other ranks get its data and state.
-        train_rows, val_rows, fingerprint, state, classes = dist.on_main(setup)
+        data, state, classes = dist.on_main(setup)
         with determinism(config):
-            return _run(config, device, train_rows, val_rows, fingerprint, state,
-                        console if dist.is_main else None, dist, classes)
+            return _run(config, device, data, state, console if dist.is_main else None, dist,
+                        classes)
 
 
 @dataclass
@@ -121,8 +121,8 @@ class _Standing:
 
 
 def _build(
-    config: TrainConfig, train_rows: list[Row], fingerprint: str, state: RunState | None,
-    device: torch.device, dist: Dist, classes: tuple[str, ...],
+    config: TrainConfig, data: TrainingData, state: RunState | None, device: torch.device,
+    dist: Dist, classes: tuple[str, ...],
 ) -> tuple[AttnMelNet, CheckpointMeta]:
     """The model (ImageNet-initialised, or the interrupted run's weights) and its metadata."""
     fresh = state is None and dist.is_main and config.init is None
@@ -131,12 +131,14 @@ def _build(
         pretrained=config.pretrained and fresh,
         weights_file=config.pretrained_weights if fresh else None, classes=classes,
     )
-    mean, std = dist.on_main(lambda: normalization(config, train_rows))
+    paths = [root / row.image for root, row in zip(data.roots, data.train, strict=True)]
+    mean, std = dist.on_main(lambda: normalization(config, paths))
     meta = CheckpointMeta(
         arch=config.arch, backbone=config.backbone, width=config.width,
         image_size=config.image_size, classes=classes, mean=mean, std=std, strides=model.strides,
-        train_config=config.as_record(), data_fingerprint=fingerprint,
-        crop_fraction=prepared_crop_fraction(config.data),
+        train_config=config.as_record(), data_fingerprint=data.fingerprint,
+        crop_fraction=data.sources[0].crop_fraction,
+        sources=[s.record() for s in data.sources] if len(data.sources) > 1 else [],
     )
     if state is not None and dist.is_main:
         model.load_state_dict(last_weights(config.out, state.epoch), strict=True)
@@ -149,14 +151,15 @@ def _build(
 
 
 def _loader(
-    config: TrainConfig, train_rows: list[Row], labels: list[int], device: torch.device,
+    config: TrainConfig, data: TrainingData, labels: list[int], device: torch.device,
     workers: int, dist: Dist,
 ) -> tuple[OversamplingSampler, DataLoader]:
     """The oversampling sampler (this rank's share of it: melanoma drawn ``oversample`` times,
-    whatever the classes) and the training DataLoader over class indices ``labels``."""
-    sampler = make_sampler(dist, [r.label for r in train_rows], config.oversample, config.seed,
-                           config.batch_size, config.passes_per_epoch)
-    dataset = TrainSet(config.data, train_rows, config.image_size, config.roi, labels,
+    whatever the classes; each source's weighted share) and the training DataLoader over
+    class indices ``labels``."""
+    sampler = make_sampler(dist, [r.label for r in data.train], config.oversample, config.seed,
+                           config.batch_size, config.passes_per_epoch, data.source, data.weights)
+    dataset = TrainSet(data.roots, data.train, config.image_size, config.roi, labels,
                        config.augment)
     if config.cache_images:
         cache_images(dataset, dist.local_world)
@@ -247,17 +250,17 @@ class _Loop:
 
 
 def _run(
-    config: TrainConfig, device: torch.device, train_rows: list[Row], val_rows: list[Row],
-    fingerprint: str, state: RunState | None, console: Console | None, dist: Dist = SINGLE,
-    classes: tuple[str, ...] = CLASSES,
+    config: TrainConfig, device: torch.device, data: TrainingData, state: RunState | None,
+    console: Console | None, dist: Dist = SINGLE, classes: tuple[str, ...] = CLASSES,
 ) -> TrainResult:
     """Build everything (from ``state`` when resuming) and run the remaining epochs."""
-    model, meta = _build(config, train_rows, fingerprint, state, device, dist, classes)
+    model, meta = _build(config, data, state, device, dist, classes)
+    val_rows = data.val
     trained = dist.wrap(model, device, sync_bn=config.sync_bn)  # DDP, or model itself
     workers = (default_train_workers(dist.local_world) if config.workers is None
                else config.workers)
-    labels = class_labels(train_rows, classes)
-    sampler, loader = _loader(config, train_rows, labels.tolist(), device, workers, dist)
+    labels = class_labels(data.train, classes)
+    sampler, loader = _loader(config, data, labels.tolist(), device, workers, dist)
     weights = class_weights(config.class_weights, labels[sampler.pool], len(classes))
     opt = Optimisation.build(model, config, device, steps_per_epoch=len(loader))
     run = _Standing()
@@ -268,11 +271,11 @@ def _run(
         log.info("resuming %s after epoch %d of %d", config.out, run.start, config.epochs)
     step = Step(trained, opt, config, device, meta.preprocess, amp_dtype(config, device),
                 None if weights is None else torch.tensor(weights, device=device))
-    board = (TensorBoardLog(config.tensorboard, config.data, val_rows, config.as_record(),
+    board = (TensorBoardLog(config.tensorboard, config.target, val_rows, config.as_record(),
                             resume_after=None if state is None else run.start)
              if config.tensorboard is not None and dist.is_main else None)
     loop = _Loop(config, model, trained, meta, opt, sampler, loader, step, val_rows, device,
-                 workers, fingerprint, dist, run, board)
+                 workers, data.run_fingerprint, dist, run, board)
     epoch = run.start
     try:
         with _progress(console) as bar:

@@ -5,7 +5,9 @@ Header metadata (string → string, per the safetensors format): ``format``, ``f
 the attention gates; absent before 0.2 and then (8, 16, 32)), ``width``, ``image_size``,
 ``classes``, ``mean``, ``std``, ``preprocessing`` (crop fraction, prepared size, resize, input
 size, interpolation: authoritative on load), ``train_config`` (no absolute paths), ``metrics``,
-``data_fingerprint``, ``attnmel_version``; non-string values are JSON-encoded. Loading validates
+``data_fingerprint`` (the target prepared dir's), ``sources`` (runs on several prepared dirs:
+each one's name, data fingerprint, weight, images, melanomas, crop fraction and role; absent for
+one), ``attnmel_version``; non-string values are JSON-encoded. Loading validates
 the metadata, builds the model from it (:func:`attnmel_cli.models.registry.model_from_meta`) and
 loads the tensors strictly.
 """
@@ -65,6 +67,7 @@ class CheckpointMeta:
     crop_fraction: float = CROP_FRACTION
     prepared_size: int = PREPARED_SIZE
     interpolation: str = INTERPOLATION
+    sources: list[dict[str, Any]] = field(default_factory=list)  # several --data dirs
 
     def __post_init__(self) -> None:
         if not self.resize:  # the paper's ratio, as every checkpoint before 0.2 had it
@@ -101,6 +104,7 @@ class CheckpointMeta:
             "metrics": self.metrics,
             "data_fingerprint": self.data_fingerprint,
             "attnmel_version": self.attnmel_version,
+            **({"sources": self.sources} if self.sources else {}),
         }
         return {k: v if isinstance(v, str) else json.dumps(v) for k, v in values.items()}
 
@@ -128,6 +132,7 @@ class CheckpointMeta:
                 data_fingerprint=header.get("data_fingerprint", ""),
                 attnmel_version=header.get("attnmel_version", "unknown"),
                 strides=tuple(int(v) for v in json.loads(header.get("strides", "[8, 16, 32]"))),
+                sources=_sources(header),
                 **_preprocessing_fields(header),
             )
         except (KeyError, ValueError, TypeError, AttributeError) as exc:
@@ -148,6 +153,14 @@ class CheckpointMeta:
                 f"{path}: invalid attnmel checkpoint metadata: {'; '.join(problems)}"
             )
         return meta
+
+
+def _sources(header: dict[str, str]) -> list[dict[str, Any]]:
+    """The ``sources`` header: a list of objects (absent: [])."""
+    sources = json.loads(header.get("sources", "[]"))
+    if not isinstance(sources, list) or not all(isinstance(s, dict) for s in sources):
+        raise ValueError("sources is not a list of objects")
+    return sources
 
 
 def _preprocessing_fields(header: dict[str, str]) -> dict[str, Any]:

@@ -46,6 +46,7 @@ class Entry:
     split: str | None
     origin: str  # where the label came from, for messages: "file.csv:12" or "class folder/"
     weight: int = 1
+    attributes: dict[str, str] = field(default_factory=dict, compare=False)  # manifest extras
 
 
 @dataclass

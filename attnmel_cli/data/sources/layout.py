@@ -13,6 +13,7 @@ from pathlib import Path
 from attnmel_cli.data.manifest import Problems
 from attnmel_cli.data.sources.files import Source, first_row, index_files, read_csv, split_of
 from attnmel_cli.data.sources.generic import read_folders, read_generic_csv
+from attnmel_cli.data.sources.ham10000 import attach_metadata, is_metadata_header, read_ham10000
 from attnmel_cli.data.sources.isic import (
     ISIC2018_CLASSES,
     ISIC2019_CLASSES,
@@ -23,7 +24,7 @@ from attnmel_cli.data.sources.isic import (
 )
 from attnmel_cli.errors import DataError
 
-LAYOUTS = ("isic2016", "isic2017", "isic2018", "isic2019", "isic2020", "folder", "csv")
+LAYOUTS = ("isic2016", "isic2017", "isic2018", "ham10000", "isic2019", "isic2020", "folder", "csv")
 _ISIC_ID_RE = re.compile(r"ISIC_\d+", re.IGNORECASE)
 
 
@@ -36,6 +37,8 @@ def classify_header(cells: list[str]) -> str | None:
         return "isic2018"
     if low[:1] == ["image"] and low[1:10] == [c.lower() for c in ISIC2019_CLASSES]:
         return "isic2019"
+    if is_metadata_header(low):
+        return "ham10000"
     if "image_name" in low and "target" in low:
         return "isic2020"
     if len(low) == 2 and _ISIC_ID_RE.fullmatch(low[0].upper()):
@@ -51,6 +54,7 @@ _CSV_READERS = {
     "isic2018": one_hot_reader(ISIC2018_CLASSES),
     "isic2019": one_hot_reader(ISIC2019_CLASSES),
     "isic2020": read_isic2020,
+    "ham10000": read_ham10000,
     "csv": read_generic_csv,
 }
 
@@ -67,6 +71,8 @@ def detect_layout(root: Path, csvs: list[Path], dataset: str = "auto") -> tuple[
         f"{k}: {', '.join(str(p.relative_to(root)) for p in v)}" for k, v in sorted(found.items())
     )
     if dataset == "auto":
+        if set(found) == {"isic2018", "ham10000"}:  # the Task 3 labels + HAM10000's metadata
+            return "isic2018", found["isic2018"]
         if len(found) > 1:
             raise DataError(
                 f"{root}: label files of several layouts ({listing}); choose one with --dataset"
@@ -120,6 +126,9 @@ def read_source(
         for path in label_files:
             rows = read_csv(path)
             entries += _CSV_READERS[layout](path, rows, split_of(path, root), problems)
+        metadata = [p for p in files.csvs if classify_header(first_row(p)) == "ham10000"]
+        if layout == "isic2018" and metadata:
+            entries = attach_metadata(entries, metadata, problems)
     if not entries and not len(problems):
         raise DataError(
             f"{root}: no labelled images found (expected an ISIC download, class "

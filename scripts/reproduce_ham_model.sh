@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# HAM10000 beside ISIC 2017 (issue 21), measured on the default model card's 3 folds:
+#
+#   scripts/reproduce_ham_model.sh [WORK_DIR]        (default runs/ham; STEPS selects steps)
+#
+# 1. prepare: ISIC 2017 with the paper's crop (0.8), HAM10000 whole (--crop-fraction 1: its
+#    lesions are centred and its 200×150 photos would keep only 120 px of the paper's crop).
+# 2. stage1: AttnMel-CNN (EfficientNet-Lite0, ImageNet) on all of HAM10000 (train + val, none of
+#    it is an ISIC 2017 image), 2 epochs at 128 px (its photos hold ~150 px); stage1-lesion: the
+#    same with --roi lesion.
+# 3. the rows, each a 3-fold cross-validation over ISIC 2017 train + val (seed 0: the card's
+#    folds; every fold model its last epoch), all with today's recipe (4 epochs at 192 px,
+#    AdamW one-cycle 3e-4):
+#      today      today's recipe (ISIC 2017 only), re-run so that every row is scored alike
+#      twostage   --init stage1, then today's recipe on the fold (HAM10000 first, then ISIC)
+#      mixed      --data ISIC --data HAM --source-weights ham10000=0.1 (each epoch: every ISIC
+#                 image, a fresh tenth of HAM10000's oversampled pool, ~37 % of the draws)
+#      twostage-lesion, mixed-lesion: the same with --roi lesion (stage1-lesion for twostage)
+# 4. report: scripts/cv_report_ham.py (AUC, AP, Table 3 Jaccard, DeLong vs today, TTA of the
+#    best, the colour baseline, the ISIC 2016 photos out of fold).
+# Every training run checkpoints each epoch; re-running the script resumes an interrupted run
+# and skips finished ones, so it can be carried across sessions. JOBS runs side by side.
+set -euo pipefail
+WORK=${1:-runs/ham}
+ISIC2017=${ISIC2017:-../shared/data/isic2017-256}
+HAM=${HAM:-../shared/data/ham10000-200x150}
+ISIC2016=${ISIC2016:-../shared/data/isic2016-test-fullres}
+JOBS=${JOBS:-2}
+STEPS=${STEPS:-prepare stage1 folds report}
+ROWS=${ROWS:-twostage today mixed twostage-lesion mixed-lesion}
+FOLDS=3
+EPOCHS=4
+STAGE1_EPOCHS=2
+RECIPE="--backbone efficientnet_lite0 --arch attnmel --optimizer adamw --schedule onecycle \
+--lr 3e-4 --weight-decay 0.01 --batch-size 32 --seed 0"
+export WORK FOLDS EPOCHS STAGE1_EPOCHS RECIPE
+
+run() {  # OUT EPOCHS ARGS…: train into OUT; resume it when interrupted, skip it when finished
+  local out=$1 epochs=$2
+  shift 2
+  if [ -f "$out/last.safetensors" ] && [ "$(wc -l < "$out/metrics.csv")" -gt "$epochs" ]; then
+    return 0
+  fi
+  local again=--force
+  [ -f "$out/last.state.safetensors" ] && again=--resume
+  local start
+  start=$(date +%s)
+  # shellcheck disable=SC2086
+  attnmel train --out "$out" $again --epochs "$epochs" $RECIPE "$@" --workers 1 \
+    > /dev/null 2>> "$out.log"
+  echo "$(basename "$out"): $(( $(date +%s) - start )) s" >> "$WORK/wall-times.txt"
+}
+
+fold_run() {  # ROW FOLD
+  local row=$1 fold=$2 extra=()
+  case $row in
+    today) ;;
+    twostage) extra=(--init "$WORK/stage1/last.safetensors") ;;
+    mixed) extra=(--data "$WORK/prepared/ham10000" --source-weights ham10000=0.1) ;;
+    twostage-lesion) extra=(--init "$WORK/stage1-lesion/last.safetensors" --roi lesion) ;;
+    mixed-lesion) extra=(--data "$WORK/prepared/ham10000" --source-weights ham10000=0.1
+                         --roi lesion) ;;
+  esac
+  OMP_NUM_THREADS=$((2 / JOBS > 0 ? 2 / JOBS : 1)) run "$WORK/cv/$row-f$fold" "$EPOCHS" \
+    --data "$WORK/prepared/isic2017" --pretrained --image-size 192 --folds "$FOLDS" \
+    --fold "$fold" "${extra[@]}"
+}
+export -f run fold_run
+
+mkdir -p "$WORK/cv"
+for step in $STEPS; do
+  case $step in
+    prepare)
+      attnmel prepare "$ISIC2017" --out "$WORK/prepared/isic2017" > /dev/null
+      attnmel prepare "$HAM" --out "$WORK/prepared/ham10000" --crop-fraction 1 > /dev/null ;;
+    stage1)
+      run "$WORK/stage1" "$STAGE1_EPOCHS" --data "$WORK/prepared/ham10000" --pretrained \
+        --image-size 128 --train-splits train,val
+      case " $ROWS " in *" twostage-lesion "*)
+        run "$WORK/stage1-lesion" "$STAGE1_EPOCHS" --data "$WORK/prepared/ham10000" \
+          --pretrained --image-size 128 --train-splits train,val --roi lesion ;;
+      esac ;;
+    folds)
+      for row in $ROWS; do
+        for fold in $(seq 0 $((FOLDS - 1))); do echo "$row $fold"; done
+      done | xargs -P "$JOBS" -L 1 bash -c 'JOBS='"$JOBS"' fold_run "$0" "$1"' ;;
+    report)
+      python scripts/cv_report_ham.py --data "$WORK/prepared/isic2017" --runs "$WORK/cv" \
+        --folds "$FOLDS" --rows "today,$(echo "$ROWS" | tr ' ' ',' | sed 's/today,\?//')" \
+        --isic2016 "$ISIC2016" --json "$WORK/cv_report.json" \
+        --markdown "$WORK/cv_tables.md" > /dev/null ;;
+  esac
+done
