@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 from rich.console import Console
-from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+from sklearn.metrics import average_precision_score, roc_auc_score
 from typer.testing import CliRunner
 
 from attnmel_cli.cli import app
@@ -25,8 +25,14 @@ from attnmel_cli.errors import AttnMelError, DataError
 from attnmel_cli.evaluation.inputs import load_data
 from attnmel_cli.evaluation.masks import load_mask
 from attnmel_cli.evaluation.rendering import check_outputs, report_json, report_table
-from attnmel_cli.evaluation.report import display_names, parse_threshold, run_evaluation
-from attnmel_cli.io.default_model import default_checkpoint
+from attnmel_cli.evaluation.report import (
+    checkpoint_report,
+    display_names,
+    parse_threshold,
+    run_evaluation,
+)
+from attnmel_cli.evaluation.results import Scores
+from attnmel_cli.io.checkpoint import CheckpointMeta
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 ISIC2017 = DATA / "isic2017-256"
@@ -195,44 +201,54 @@ def test_failed_image_is_reported_and_exit_code_2(
     assert subset[0].path.name in failure["path"] and subset[0].path.name in result.stderr
 
 
-def test_melanoma_figures_equal_the_isic_scorers_to_the_last_digit(prepared_val: Path) -> None:
-    """The default model's figures on the real ISIC 2017 validation split against the same
-    figures computed here as isic-challenge-scoring computes them (its 2017 Part 3 scorer and
-    its later classification scorer): truth from the official CSV (> 0.5), an image positive
-    when p > 0.5, rates as ratios of counts, AUC and AP by scikit-learn, balanced accuracy the
-    mean recall of the two categories, specificity at a sensitivity 1 − the false-positive rate
-    of the first ROC point reaching it."""
-    checkpoint = default_checkpoint()
-    if checkpoint is None or not checkpoint.is_file():
-        pytest.skip(f"the default model is not at {checkpoint}")
-    ev = run_evaluation(load_data(prepared_val, "val"), [checkpoint], torch.device("cpu"),
-                        n_boot=0, workers=0)
-    (rep,) = ev.report["checkpoints"]
-    p_of = dict(zip(ev.scores[0].ids, ev.scores[0].probs, strict=True))
-    with (ISIC2017 / VAL_LABELS).open(newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    truth = np.array([float(r["melanoma"]) for r in rows])
-    p = np.array([p_of[r["image_id"]] for r in rows])
-    assert len(p) == rep["n_images"] == ev.report["n_images"] == 150
-    # attnmel calls p >= 0.5 melanoma, the scorer p > 0.5: the same here, no image scores 0.5
-    assert rep["at_threshold"]["n_at_threshold"] == int(np.sum(p == 0.5)) == 0
-    t, called = truth > 0.5, p > 0.5
-    tp, tn = int(np.sum(t & called)), int(np.sum(~t & ~called))
-    fp, fn = int(np.sum(~t & called)), int(np.sum(t & ~called))
-    sens, spec = float(tp) / float(tp + fn), float(tn) / float(tn + fp)
+# The ISIC challenge scorer's melanoma figures, written out by hand on a table of ten images
+# (isic-challenge-scoring: an image is positive when p > 0.5; rates are ratios of the confusion
+# counts; AUC the probability that a melanoma outscores a non-melanoma; AP the mean, over the
+# melanomas ranked by p, of the precision at each; the 2017 Part 3 rule: specificity at the
+# first ROC point, from the highest threshold down, whose sensitivity reaches the target).
+#   p      0.95 0.85 0.75 0.65 0.55 0.45 0.35 0.25 0.15 0.05
+#   truth    1    0    1    0    1    0    0    1    0    0
+HAND_P = (0.95, 0.85, 0.75, 0.65, 0.55, 0.45, 0.35, 0.25, 0.15, 0.05)
+HAND_Y = (1, 0, 1, 0, 1, 0, 0, 1, 0, 0)
+
+
+def test_melanoma_figures_equal_the_isic_scorers_definitions_by_hand() -> None:
+    sc = Scores(
+        checkpoint=Path("hand.safetensors"), name="hand", meta=CheckpointMeta(),
+        ids=[f"im{i}" for i in range(10)], labels=np.array(HAND_Y), probs=np.array(HAND_P),
+        class_probs=np.stack([1 - np.array(HAND_P), np.array(HAND_P)], axis=1), jaccard={},
+        failed=[],
+    )
+    rep = checkpoint_report(sc, 0.5, "fixed", n_boot=0)
+    assert (rep["n_images"], rep["n_melanoma"]) == (10, 4)
+    # called: 0.95 0.85 0.75 0.65 0.55 → TP 3, FP 2; not called: FN 1 (0.25), TN 4
     at = rep["at_threshold"]
-    assert rep["roc_auc"]["value"] == roc_auc_score(truth, p)
-    assert rep["average_precision"]["value"] == average_precision_score(truth, p)
-    assert (at["sensitivity"], at["specificity"]) == (sens, spec)
-    assert at["precision"] == float(tp) / float(tp + fp)
-    assert at["npv"] == float(tn) / float(tn + fn)
-    assert at["accuracy"] == float(tp + tn) / float(tp + tn + fp + fn)
-    assert at["f1"] == float(2 * tp) / float(2 * tp + fp + fn)
-    assert at["balanced_accuracy"] == np.mean([spec, sens])
-    fpr, tpr, _ = roc_curve(truth, p)
+    assert at["confusion_matrix"] == {"tn": 4, "fp": 2, "fn": 1, "tp": 3}
+    assert at["n_at_threshold"] == 0
+    assert at["sensitivity"] == pytest.approx(3 / 4)
+    assert at["specificity"] == pytest.approx(4 / 6)
+    assert at["precision"] == pytest.approx(3 / 5)
+    assert at["npv"] == pytest.approx(4 / 5)
+    assert at["accuracy"] == pytest.approx(7 / 10)
+    assert at["f1"] == pytest.approx(2 * 3 / (2 * 3 + 2 + 1))
+    assert at["balanced_accuracy"] == pytest.approx((3 / 4 + 4 / 6) / 2)
+    # melanomas outscore 6, 5, 4 and 2 of the 6 non-melanomas: 17 of 24 pairs
+    assert rep["roc_auc"] == {"value": pytest.approx(17 / 24), "ci95": None}
+    # melanomas at ranks 1, 3, 5, 8: precisions 1/1, 2/3, 3/5, 4/8
+    assert rep["average_precision"]["value"] == pytest.approx((1 + 2 / 3 + 3 / 5 + 4 / 8) / 4)
+    # sensitivity 0.82, 0.89 and 0.95 are first reached at p 0.25 (all 4), with 4 of 6 called
     for target in ("0.82", "0.89", "0.95"):
-        first = next(i for i, v in enumerate(tpr) if v >= float(target))
-        assert rep["specificity_at_sensitivity"][target]["specificity"] == 1.0 - fpr[first]
+        point = rep["specificity_at_sensitivity"][target]
+        assert (point["sensitivity"], point["specificity"]) == pytest.approx((1.0, 2 / 6))
+        assert point["threshold"] == pytest.approx(0.25)
+    # specificity >= 0.80 allows one false positive (p >= 0.75: 2 of 4); >= 0.90 none (1 of 4)
+    for target, (sens, spec, thr) in {
+        "0.80": (2 / 4, 5 / 6, 0.75), "0.90": (1 / 4, 1.0, 0.95), "0.95": (1 / 4, 1.0, 0.95)
+    }.items():
+        point = rep["sensitivity_at_specificity"][target]
+        assert (point["sensitivity"], point["specificity"], point["threshold"]) == pytest.approx(
+            (sens, spec, thr)
+        )
 
 
 # --- parts, no data needed ----------------------------------------------------------------------

@@ -112,10 +112,15 @@ def test_bootstrap_contains_estimate_and_is_seeded(metric) -> None:
 
 def test_bootstrap_is_stratified() -> None:
     # One melanoma among 20: unstratified resamples would often lack it and make AUC undefined.
+    # Stratified, every resample holds the melanoma and 19 non-melanomas drawn with replacement,
+    # 10 of the 19 scored below it: the resample's AUC is Binomial(19, 10/19) / 19, whose 2.5 %
+    # and 97.5 % quantiles are 6/19 and 14/19.
     y = np.array([1] + [0] * 19)
-    p = np.linspace(0.05, 0.95, 20)
-    low, high = M.bootstrap_ci(y, p, M.roc_auc, n_boot=50)
-    assert 0 <= low <= high <= 1
+    p = np.r_[0.5, np.linspace(0.0, 0.45, 10), np.linspace(0.55, 1.0, 9)]
+    assert M.roc_auc(y, p) == pytest.approx(10 / 19)
+    low, high = M.bootstrap_ci(y, p, M.roc_auc, n_boot=2000)
+    assert low == pytest.approx(6 / 19, abs=1 / 19 + 1e-9)
+    assert high == pytest.approx(14 / 19, abs=1 / 19 + 1e-9)
 
 
 # --- threshold metrics and operating points ----------------------------------------------------

@@ -17,9 +17,7 @@ import typer
 from PIL import Image
 
 from attnmel_cli.cli import app
-from attnmel_cli.config import PreprocessConfig
 from attnmel_cli.data.manifest import read_manifest
-from attnmel_cli.data.transforms import network_box
 from attnmel_cli.errors import AttnMelError, DataError
 from attnmel_cli.evaluation.inputs import default_split
 from attnmel_cli.io.atomic import refuse_unless_forced
@@ -64,7 +62,9 @@ def test_explain_outlines_all_of_a_prepared_image_the_network_saw(
     result = invoke("explain", png, "-c", tiny_checkpoint, "-o", tmp_path, "-j", "0")
     assert result.exit_code == 0, result.output
     box = np.load(tmp_path / f"{png.stem}_maps.npz")["box"]
-    expected = network_box(256, 256, PreprocessConfig(64), prepared=True)
+    # A prepared 256-px image is resized to round(64 · 256/224) = 73 px and its central 64 px
+    # taken (4 px off each side): in the image's pixels, 4 · 256/73 to 68 · 256/73.
+    expected = (4 * 256 / 73, 4 * 256 / 73, 68 * 256 / 73, 68 * 256 / 73)
     assert box == pytest.approx(expected, abs=1e-3)
     assert box[0] < 0.1 * 256  # not the crop of a crop (which starts past 0.1 · 256)
 
