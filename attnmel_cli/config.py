@@ -9,9 +9,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from attnmel_cli.errors import AttnMelError
 
 CROP_FRACTION = 0.8  # paper §3.1: square centre crop, side 0.8·min(H, W)
 PREPARED_SIZE = 256  # paper §3.1: then resized to 256×256
@@ -98,6 +101,31 @@ def default_train_workers(processes: int = 1) -> int:
     """DataLoader workers of ``train``: the cores besides the main process, at most 8
     (``processes`` training processes on the machine share its cores)."""
     return max(1, min(8, (os.cpu_count() or 2) // processes - 1))
+
+
+def torchrun_env(env: Mapping[str, str] | None = None) -> tuple[int, int, int, int] | None:
+    """(rank, world, local rank, local world) as torchrun sets them; None outside torchrun."""
+    env = os.environ if env is None else env
+    try:
+        world = int(env.get("WORLD_SIZE", "1"))
+        if world <= 1:
+            return None
+        return (int(env["RANK"]), world, int(env.get("LOCAL_RANK", "0")),
+                int(env.get("LOCAL_WORLD_SIZE", "1")))
+    except (KeyError, ValueError):
+        raise AttnMelError(
+            "WORLD_SIZE is set but RANK/LOCAL_RANK are missing or not integers; start "
+            "distributed runs with torchrun"
+        ) from None
+
+
+def refuse(command: str, hint: str = "run it in one process") -> None:
+    """Stop a command that does not split its work when it runs under torchrun."""
+    if torchrun_env() is not None:
+        raise AttnMelError(
+            f"{command} does not run under torchrun (every process would redo all the work); "
+            f"{hint}"
+        )
 
 
 def option(help: str, *decls: str, **extra: Any) -> dict[str, Any]:

@@ -282,7 +282,8 @@ def make_checkpoint(
     """A randomly initialised attnmel checkpoint (the figures do not depend on the weights)."""
     import torch
 
-    from attnmel_cli.io.checkpoint import CheckpointMeta, save_checkpoint
+    from attnmel_cli.io.checkpoint import CheckpointMeta
+    from attnmel_cli.io.model_checkpoint import save_checkpoint
     from attnmel_cli.models.attnmel import AttnMelNet, check_image_size
 
     check_image_size(image_size)

@@ -35,7 +35,7 @@ from attnmel_cli.evaluation.colour_baseline import (
     features_of_file,
 )
 from attnmel_cli.evaluation.metrics import average_precision, bootstrap_ci, delong_test, roc_auc
-from attnmel_cli.io.checkpoint import load_checkpoint
+from attnmel_cli.io.model_checkpoint import load_checkpoint
 
 COLOUR = "colour"
 

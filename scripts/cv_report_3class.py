@@ -44,7 +44,7 @@ from attnmel_cli.evaluation.colour_baseline import (
     features_of_file,
 )
 from attnmel_cli.evaluation.metrics import average_precision, delong_test, roc_auc
-from attnmel_cli.io.checkpoint import load_checkpoint
+from attnmel_cli.io.model_checkpoint import load_checkpoint
 
 MEL, SK, NEV = range(3)  # ISIC2017_CLASSES order
 

@@ -27,7 +27,8 @@ from attnmel_cli.cli import app
 from attnmel_cli.config import TrainConfig
 from attnmel_cli.data.classes import ISIC2017_CLASSES
 from attnmel_cli.data.prepare import prepare_dataset
-from attnmel_cli.io.checkpoint import CheckpointMeta, read_tensors, save_checkpoint
+from attnmel_cli.io.checkpoint import CheckpointMeta, read_tensors
+from attnmel_cli.io.model_checkpoint import save_checkpoint
 from attnmel_cli.io.run_dir import BEST, LAST, METRICS
 from attnmel_cli.models.names import CLASSES
 from attnmel_cli.models.registry import build_model

@@ -18,7 +18,7 @@ from attnmel_cli.errors import AttnMelError
 
 timm = pytest.importorskip("timm", reason="timm is not installed (pip install timm)")
 
-from attnmel_cli.models.backbones import efficientnet_lite as el  # noqa: E402
+from attnmel_cli.io import lite_weights as el  # noqa: E402
 from attnmel_cli.models.backbones.timm import (  # noqa: E402
     TimmBackbone,
     data_config,
@@ -376,7 +376,7 @@ def test_data_config_is_timms_as_plain_types() -> None:
 
 def test_importing_the_backbones_does_not_import_timm() -> None:
     code = (
-        "import sys; import attnmel_cli.models.backbones.efficientnet_lite, "
+        "import sys; import attnmel_cli.io.lite_weights, "
         "attnmel_cli.models.backbones.timm; print('timm' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

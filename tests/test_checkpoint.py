@@ -14,13 +14,12 @@ from attnmel_cli.errors import AttnMelError, CheckpointError
 from attnmel_cli.io.checkpoint import (
     FORMAT,
     CheckpointMeta,
-    load_checkpoint,
     read_metadata,
     read_tensors,
-    save_checkpoint,
     write_tensors,
 )
 from attnmel_cli.io.default_model import DEFAULT_CHECKPOINT_ENV, resolve_checkpoint
+from attnmel_cli.io.model_checkpoint import load_checkpoint, save_checkpoint
 from attnmel_cli.models.attnmel import ARCHS
 from attnmel_cli.models.registry import build_model
 

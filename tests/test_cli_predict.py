@@ -22,8 +22,9 @@ from PIL import Image
 
 from attnmel_cli.config import PreprocessConfig
 from attnmel_cli.data.transforms import network_box
-from attnmel_cli.io.checkpoint import CheckpointMeta, save_checkpoint
+from attnmel_cli.io.checkpoint import CheckpointMeta
 from attnmel_cli.io.default_model import DEFAULT_CHECKPOINT_ENV
+from attnmel_cli.io.model_checkpoint import save_checkpoint
 from attnmel_cli.models.registry import build_model
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

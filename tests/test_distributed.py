@@ -32,7 +32,8 @@ from attnmel_cli.data.sampler import OversamplingSampler, ShardedOversamplingSam
 from attnmel_cli.engine.distributed import SINGLE, Dist, from_env, make_sampler
 from attnmel_cli.engine.trainer import train
 from attnmel_cli.errors import AttnMelError
-from attnmel_cli.io.checkpoint import load_checkpoint, read_tensors
+from attnmel_cli.io.checkpoint import read_tensors
+from attnmel_cli.io.model_checkpoint import load_checkpoint
 from attnmel_cli.io.run_dir import BEST, LAST, METRICS
 
 SUBSET = {"Training": (12, 20), "Validation": (6, 10)}  # (melanoma, other) per split

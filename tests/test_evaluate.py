@@ -20,10 +20,10 @@ from typer.testing import CliRunner
 from attnmel_cli.cli import app
 from attnmel_cli.config import PreprocessConfig
 from attnmel_cli.data.manifest import Row, write_manifest
+from attnmel_cli.data.masks import load_mask
 from attnmel_cli.data.prepare import prepare_dataset
 from attnmel_cli.errors import AttnMelError, DataError
 from attnmel_cli.evaluation.inputs import load_data
-from attnmel_cli.evaluation.masks import load_mask
 from attnmel_cli.evaluation.rendering import check_outputs, report_json, report_table
 from attnmel_cli.evaluation.report import (
     checkpoint_report,

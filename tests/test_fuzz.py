@@ -22,11 +22,12 @@ from attnmel_cli.config import PreprocessConfig
 from attnmel_cli.data.checks import Job, inspect_job
 from attnmel_cli.data.decode import load_photo
 from attnmel_cli.data.manifest import MANIFEST_COLUMNS, MANIFEST_NAME, Problems, read_manifest
+from attnmel_cli.data.masks import load_mask
 from attnmel_cli.data.sources import read_source
 from attnmel_cli.data.sources.files import read_csv
 from attnmel_cli.errors import AttnMelError, DataError, InputError
-from attnmel_cli.evaluation.masks import load_mask
-from attnmel_cli.io.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
+from attnmel_cli.io.checkpoint import CheckpointMeta
+from attnmel_cli.io.model_checkpoint import load_checkpoint, save_checkpoint
 from attnmel_cli.models.registry import build_model
 
 # 150 fixed examples per test in the suite (repeatable, ~15 s); ATTNMEL_FUZZ_EXAMPLES=5000 explores

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from attnmel_cli import __version__
-from attnmel_cli.io.default_model import onnx_copy
+from attnmel_cli.deploy.session import onnx_copy
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted(p.name for p in (REPO / "examples").glob("*.jpg"))
@@ -277,7 +277,7 @@ def test_ci_runs_readme_test_command() -> None:
     _, commands = _quick_start()
     scoring = next(i for i, c in enumerate(commands) if c.startswith("attnmel predict"))
     readme = commands[scoring + 1:]
-    assert readme[-2:] == ["ruff check .", "pytest"], readme
+    assert readme[-3:] == ["ruff check .", "lint-imports", "pytest"], readme
     lines = (REPO / ".ci" / "run").read_text(encoding="utf-8").splitlines()
     ci = [line.strip().replace(" --quiet", "") for line in lines]
     assert [c for c in ci if c in readme] == readme, (ci, readme)  # in order, none left out

@@ -28,7 +28,8 @@ from safetensors import SafetensorError
 
 from attnmel_cli.errors import AttnMelError
 from attnmel_cli.io import checkpoint as checkpoint_module
-from attnmel_cli.io.checkpoint import load_checkpoint, read_tensors, save_checkpoint
+from attnmel_cli.io.checkpoint import read_tensors
+from attnmel_cli.io.model_checkpoint import load_checkpoint, save_checkpoint
 from attnmel_cli.io.run_dir import LAST, LOCK, METRICS, STATE
 
 SUBSET = {"Training": (8, 16), "Validation": (6, 10)}  # (melanoma, other) per split

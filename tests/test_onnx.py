@@ -19,17 +19,18 @@ import torch
 from attnmel_cli.deploy import export_match, onnx_deps
 from attnmel_cli.deploy.onnx_deps import INPUT_NAME, LOGITS_NAME, require
 from attnmel_cli.deploy.runtime import OnnxSession, ordered_map, providers
+from attnmel_cli.deploy.session import onnx_copy
 from attnmel_cli.engine.inference import Session
 from attnmel_cli.errors import AttnMelError
-from attnmel_cli.io.checkpoint import CheckpointMeta, read_header, save_checkpoint
+from attnmel_cli.io.checkpoint import CheckpointMeta, read_header
 from attnmel_cli.io.default_model import (
     DEFAULT_CHECKPOINT_ENV,
     DEFAULT_CHECKPOINT_NAME,
     DEFAULT_ONNX_NAME,
     default_checkpoint,
-    onnx_copy,
 )
 from attnmel_cli.io.digest import file_sha256
+from attnmel_cli.io.model_checkpoint import save_checkpoint
 from attnmel_cli.models.registry import build_model
 
 onnx = pytest.importorskip("onnx")

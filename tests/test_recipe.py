@@ -22,7 +22,8 @@ from attnmel_cli.data.manifest import read_manifest
 from attnmel_cli.data.sampler import OversamplingSampler
 from attnmel_cli.engine.trainer import train
 from attnmel_cli.errors import AttnMelError
-from attnmel_cli.io.checkpoint import load_checkpoint, read_metadata, read_tensors
+from attnmel_cli.io.checkpoint import read_metadata, read_tensors
+from attnmel_cli.io.model_checkpoint import load_checkpoint
 from attnmel_cli.io.run_dir import BEST, LAST
 
 

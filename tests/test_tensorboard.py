@@ -13,10 +13,16 @@ import torch
 from PIL import Image
 
 from attnmel_cli.data.manifest import read_manifest
-from attnmel_cli.engine.tensorboard import IMAGES_PER_CLASS, PANEL_HEIGHT, SCALARS, fixed_images
 from attnmel_cli.engine.trainer import train
 from attnmel_cli.io.run_dir import STATE
 from attnmel_cli.io.run_state import load_run_state
+from attnmel_cli.viz.tensorboard import (
+    IMAGES_PER_CLASS,
+    PANEL_HEIGHT,
+    SCALARS,
+    TensorBoardLog,
+    fixed_images,
+)
 
 pytestmark = pytest.mark.usefixtures("restore_logging")
 event_accumulator = pytest.importorskip(
@@ -31,7 +37,8 @@ def runs(prepared: Path, tiny_config, tmp_path_factory: pytest.TempPathFactory,
     """The same two-epoch tiny run without and with ``--tensorboard`` (run dirs, log dir)."""
     root = tmp_path_factory.mktemp("tb")
     train(tiny_config(prepared, root / "plain", epochs=2))
-    train(tiny_config(prepared, root / "logged", epochs=2, tensorboard=root / "logs"))
+    train(tiny_config(prepared, root / "logged", epochs=2, tensorboard=root / "logs"),
+          epoch_log=TensorBoardLog)
     return root / "plain", root / "logged", root / "logs"
 
 

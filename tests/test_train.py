@@ -22,7 +22,7 @@ from attnmel_cli.engine import epoch as epoch_module
 from attnmel_cli.engine.setup import check_resumable, data_fingerprint
 from attnmel_cli.engine.trainer import TrainInterrupted, train
 from attnmel_cli.errors import AttnMelError, DataError
-from attnmel_cli.io.checkpoint import load_checkpoint
+from attnmel_cli.io.model_checkpoint import load_checkpoint
 from attnmel_cli.io.run_dir import BEST, LAST, METRICS, METRICS_COLUMNS, STATE
 from attnmel_cli.io.run_state import RunState, flatten, unflatten
 

@@ -13,7 +13,7 @@ from torch import Tensor
 from attnmel_cli.data.decode import load_photo
 from attnmel_cli.data.tensors import photo_to_input
 from attnmel_cli.engine.tta import VIEWS, apply_view, tta_forward, undo_view
-from attnmel_cli.io.checkpoint import load_checkpoint
+from attnmel_cli.io.model_checkpoint import load_checkpoint
 
 
 def test_the_views_are_the_8_distinct_symmetries_and_undo_inverts_them() -> None:

@@ -10,7 +10,7 @@ import torch
 import torchvision
 from torchvision.models.vgg import cfgs, make_layers
 
-from attnmel_cli.models.registry import build_model
+from attnmel_cli.io.pretrained import build_model
 
 BACKBONES = {"vgg16_bn": torchvision.models.vgg16_bn, "vgg16": torchvision.models.vgg16}
 

@@ -21,11 +21,12 @@ from attnmel_cli.cli.options import (
     TtaOpt,
     WorkersOpt,
 )
-from attnmel_cli.config import DEFAULT_MAX_PIXELS
+from attnmel_cli.config import DEFAULT_MAX_PIXELS, refuse
 from attnmel_cli.deploy.onnx_deps import is_onnx
+from attnmel_cli.deploy.session import onnx_copy
 from attnmel_cli.errors import EXIT_OK, EXIT_PARTIAL
 from attnmel_cli.io.atomic import ensure_dir
-from attnmel_cli.io.default_model import default_checkpoint, onnx_copy, resolve_checkpoint
+from attnmel_cli.io.default_model import default_checkpoint, resolve_checkpoint
 
 
 def explain(
@@ -49,14 +50,12 @@ def explain(
     a checkpoint with its export beside it, as the shipped models, where onnxruntime is
     installed)."""
     from attnmel_cli.data.image_files import collect_inputs  # lazy: numpy, Pillow, OpenCV…
-    from attnmel_cli.deploy.runtime import load_session
+    from attnmel_cli.deploy.session import load_session
     from attnmel_cli.viz.explain import check_explainable, explain_paths
 
     # the checkpoint's (or the default model's) ONNX export where ONNX Runtime serves
     checkpoint = onnx_copy(checkpoint, device) or checkpoint
     if not is_onnx(checkpoint if checkpoint is not None else default_checkpoint()):
-        from attnmel_cli.engine.distributed import refuse  # lazy: torch
-
         refuse("explain", "split the inputs with --shard I/N instead (one job per shard)")
     inputs = collect_inputs(paths, recursive, shard_spec)
     ensure_dir(out)  # a folder that cannot be written fails now, not once per image

@@ -25,8 +25,9 @@ from attnmel_cli.cli.options import (
 )
 from attnmel_cli.config import DEFAULT_MAX_PIXELS, default_workers
 from attnmel_cli.deploy.onnx_deps import is_onnx
+from attnmel_cli.deploy.session import onnx_copy
 from attnmel_cli.errors import EXIT_OK, EXIT_PARTIAL
-from attnmel_cli.io.default_model import default_checkpoint, onnx_copy, resolve_checkpoint
+from attnmel_cli.io.default_model import default_checkpoint, resolve_checkpoint
 from attnmel_cli.io.records import (
     LEGACY_LABEL,
     LEGACY_LABEL_NOTE,

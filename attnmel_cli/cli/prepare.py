@@ -14,6 +14,7 @@ from attnmel_cli.config import (
     DEFAULT_MAX_PIXELS,
     PREPARE_SEED,
     PREPARE_VAL_FRACTION,
+    refuse,
 )
 
 if TYPE_CHECKING:
@@ -58,7 +59,6 @@ def prepare(
 ) -> None:
     """Check a labelled dataset, then write it preprocessed (paper crop, 256×256) with its masks."""
     from attnmel_cli.data.prepare import prepare_dataset  # lazy: numpy, Pillow
-    from attnmel_cli.engine.distributed import refuse  # lazy: torch
 
     refuse("prepare")
     with progress() as bar:

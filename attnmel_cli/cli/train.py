@@ -38,8 +38,9 @@ def train_command(**options: Any) -> None:
     from attnmel_cli.engine.distributed import from_env  # lazy: torch
     from attnmel_cli.engine.trainer import train  # lazy: imports scikit-learn
     from attnmel_cli.io.run_dir import BEST
+    from attnmel_cli.viz.tensorboard import TensorBoardLog  # lazy: torch
 
-    result = train(TrainConfig(**options), console=err)
+    result = train(TrainConfig(**options), console=err, epoch_log=TensorBoardLog)
     if from_env().is_main:
         log.info("best epoch %d: validation AUC %.4f", result.best_epoch, result.best_auc)
         typer.echo(result.run_dir / BEST)

@@ -29,8 +29,9 @@ from attnmel_cli.deploy.onnx_deps import (
 from attnmel_cli.engine.scored import map_names
 from attnmel_cli.errors import AttnMelError
 from attnmel_cli.io.atomic import atomic_path, refuse_unless_forced
-from attnmel_cli.io.checkpoint import load_checkpoint, read_header
+from attnmel_cli.io.checkpoint import read_header
 from attnmel_cli.io.digest import file_sha256
+from attnmel_cli.io.model_checkpoint import load_checkpoint
 from attnmel_cli.io.records import DEFAULT_THRESHOLD
 from attnmel_cli.models.names import is_binary
 

@@ -24,13 +24,11 @@ from attnmel_cli.deploy.onnx_deps import (
     INPUT_NAME,
     LOGITS_NAME,
     PRECISION_KEY,
-    is_onnx,
     require,
 )
 from attnmel_cli.engine.scored import (
     VIEWS,
     Scored,
-    ScoringSession,
     apply_view,
     load_input,
     map_names,
@@ -207,13 +205,3 @@ class OnnxSession:
                 {k: v[r, 0] for k, v in maps.items()} if keep_maps else {},
                 probs=tuple(map(float, probs[r])),  # type: ignore[index]
             )
-
-
-def load_session(path: Path, device: str = "auto") -> ScoringSession:
-    """A scoring session for ``path``: ONNX Runtime for an ``.onnx`` file (no torch imported),
-    PyTorch for an attnmel checkpoint."""
-    if is_onnx(path):
-        return OnnxSession.load(path, device)
-    from attnmel_cli.engine.inference import Session, resolve_device  # lazy: torch
-
-    return Session.load(path, resolve_device(device))

@@ -19,7 +19,8 @@ from attnmel_cli.data.manifest import Row
 from attnmel_cli.engine.distributed import SINGLE, Dist
 from attnmel_cli.engine.epoch import Step, validate
 from attnmel_cli.errors import AttnMelError
-from attnmel_cli.io.checkpoint import CheckpointMeta, read_tensors, save_checkpoint
+from attnmel_cli.io.checkpoint import CheckpointMeta, read_tensors
+from attnmel_cli.io.model_checkpoint import save_checkpoint
 from attnmel_cli.io.run_dir import AVERAGED, epoch_name
 from attnmel_cli.models.attnmel import AttnMelNet
 

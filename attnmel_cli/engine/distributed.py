@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -29,6 +28,7 @@ import torch
 import torch.distributed as tdist
 from torch import Tensor, nn
 
+from attnmel_cli.config import torchrun_env
 from attnmel_cli.data.sampler import OversamplingSampler, ShardedOversamplingSampler
 from attnmel_cli.engine.inference import resolve_device
 from attnmel_cli.errors import AttnMelError
@@ -172,20 +172,11 @@ SINGLE = Dist()
 
 def from_env(env: dict[str, str] | None = None) -> Dist:
     """This process's place as torchrun describes it (``SINGLE`` outside torchrun)."""
-    env = os.environ if env is None else env
-    try:
-        world = int(env.get("WORLD_SIZE", "1"))
-        if world <= 1:
-            return SINGLE
-        return Dist(
-            rank=int(env["RANK"]), world=world, local_rank=int(env.get("LOCAL_RANK", "0")),
-            local_world=int(env.get("LOCAL_WORLD_SIZE", "1")),
-        )
-    except (KeyError, ValueError):
-        raise AttnMelError(
-            "WORLD_SIZE is set but RANK/LOCAL_RANK are missing or not integers; start "
-            "distributed runs with torchrun"
-        ) from None
+    place = torchrun_env(env)
+    if place is None:
+        return SINGLE
+    rank, world, local_rank, local_world = place
+    return Dist(rank=rank, world=world, local_rank=local_rank, local_world=local_world)
 
 
 def device_for(d: Dist, name: str) -> torch.device:
@@ -254,12 +245,3 @@ def make_sampler(
         labels, factor, seed, passes, sources, weights, rank=d.rank, world=d.world,
         batch_size=batch_size,
     )
-
-
-def refuse(command: str, hint: str = "run it in one process") -> None:
-    """Stop a command that does not split its work when it runs under torchrun."""
-    if from_env().enabled:
-        raise AttnMelError(
-            f"{command} does not run under torchrun (every process would redo all the work); "
-            f"{hint}"
-        )

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from sklearn.metrics import average_precision_score, roc_auc_score
 from torch import Tensor
 
 from attnmel_cli.config import PreprocessConfig, TrainConfig
@@ -18,7 +19,6 @@ from attnmel_cli.engine.distributed import SINGLE, Dist
 from attnmel_cli.engine.inference import score_paths
 from attnmel_cli.engine.optim import Optimisation
 from attnmel_cli.errors import DataError
-from attnmel_cli.evaluation.metrics import average_precision, roc_auc
 from attnmel_cli.io.checkpoint import CheckpointMeta
 from attnmel_cli.losses import attnmel_loss, focal_loss
 from attnmel_cli.models.attnmel import AttnMelNet
@@ -112,6 +112,8 @@ def validate(
     log_probs = torch.stack([(1 - p).log(), p.log()], dim=1)  # logits whose softmax is (1-p, p)
     return {
         "val_loss": float(focal_loss(log_probs, torch.from_numpy(labels), config.gamma)),
-        "val_ap": average_precision(labels, probs),
-        "val_auc": roc_auc(labels, probs),
+        # scikit-learn's, as attnmel_cli.evaluation.metrics reports them: the split holds both
+        # classes (checked when training starts) and every probability is in [0, 1]
+        "val_ap": float(average_precision_score(labels, probs)),
+        "val_auc": float(roc_auc_score(labels, probs)),
     }

@@ -20,7 +20,8 @@ from attnmel_cli.data.decode import DEFAULT_MAX_PIXELS
 from attnmel_cli.engine.scored import Scored, load_input, map_names
 from attnmel_cli.engine.tta import tta_forward
 from attnmel_cli.errors import AttnMelError, InputError
-from attnmel_cli.io.checkpoint import CheckpointMeta, load_checkpoint
+from attnmel_cli.io.checkpoint import CheckpointMeta
+from attnmel_cli.io.model_checkpoint import load_checkpoint
 from attnmel_cli.models.attnmel import AttnMelNet
 from attnmel_cli.models.names import melanoma_index
 

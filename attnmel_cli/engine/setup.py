@@ -27,9 +27,9 @@ from attnmel_cli.data.mix import (
 )
 from attnmel_cli.data.prepare import prepared_crop_fraction
 from attnmel_cli.data.train_set import ROIS, TrainSet, physical_memory, roi_known, roi_path
+from attnmel_cli.engine.epoch_log import require_tensorboard
 from attnmel_cli.engine.normalize import parse_normalize
 from attnmel_cli.engine.optim import OPTIMIZERS, SCHEDULES
-from attnmel_cli.engine.tensorboard import require_tensorboard
 from attnmel_cli.errors import AttnMelError, DataError
 from attnmel_cli.io.checkpoint import CheckpointMeta, read_metadata, read_tensors
 from attnmel_cli.io.run_state import RunState

@@ -33,6 +33,7 @@ from attnmel_cli.data.train_set import TrainSet
 from attnmel_cli.engine.averaging import average_last
 from attnmel_cli.engine.distributed import SINGLE, Dist, make_sampler, process_group
 from attnmel_cli.engine.epoch import CHANNELS_LAST_DEVICES, Step, train_epoch, validate
+from attnmel_cli.engine.epoch_log import EpochLog, EpochLogFactory
 from attnmel_cli.engine.normalize import normalization
 from attnmel_cli.engine.optim import Optimisation, amp_dtype
 from attnmel_cli.engine.setup import (
@@ -44,14 +45,14 @@ from attnmel_cli.engine.setup import (
     init_from,
     load_data,
 )
-from attnmel_cli.engine.tensorboard import TensorBoardLog
 from attnmel_cli.errors import AttnMelError
 from attnmel_cli.io.checkpoint import CheckpointMeta
+from attnmel_cli.io.pretrained import build_model
 from attnmel_cli.io.run_dir import STATE, claim_run_dir, last_weights, save_epoch
 from attnmel_cli.io.run_state import RunState, capture_rng, load_run_state, restore_rng
 from attnmel_cli.models.attnmel import AttnMelNet
 from attnmel_cli.models.names import CLASSES
-from attnmel_cli.models.registry import build_model, parse_strides
+from attnmel_cli.models.registry import parse_strides
 
 log = logging.getLogger("attnmel")
 
@@ -80,14 +81,18 @@ def _progress(console: Console | None) -> Progress:
     )
 
 
-def train(config: TrainConfig, *, console: Console | None = None) -> TrainResult:
+def train(config: TrainConfig, *, console: Console | None = None,
+          epoch_log: EpochLogFactory | None = None) -> TrainResult:
     """Train one model on the prepared dirs ``config.data`` into the run dir ``config.out``.
 
-    Progress bars go to ``console`` (none when ``None``). Raises :class:`TrainInterrupted` on
-    Ctrl-C (the last complete epoch stays in RUN_DIR for ``--resume``) and
-    :class:`AttnMelError` for bad options, data or an existing run.
+    Progress bars go to ``console`` (none when ``None``); ``epoch_log`` opens the log
+    ``config.tensorboard`` asks for (``viz.tensorboard.TensorBoardLog``). Raises
+    :class:`TrainInterrupted` on Ctrl-C (the last complete epoch stays in RUN_DIR for
+    ``--resume``) and :class:`AttnMelError` for bad options, data or an existing run.
     """
     check_config(config)
+    if config.tensorboard is not None and epoch_log is None:
+        raise AttnMelError("--tensorboard: train was given no epoch_log (TensorBoardLog)")
     with process_group(config.device) as (dist, device):
 
         def setup() -> tuple[TrainingData, RunState | None, tuple[str, ...]]:
@@ -106,7 +111,7 @@ def train(config: TrainConfig, *, console: Console | None = None) -> TrainResult
         data, state, classes = dist.on_main(setup)
         with determinism(config):
             return _run(config, device, data, state, console if dist.is_main else None, dist,
-                        classes)
+                        classes, epoch_log)
 
 
 @dataclass
@@ -196,7 +201,7 @@ class _Loop:
     fingerprint: str
     dist: Dist
     run: _Standing
-    board: TensorBoardLog | None = None  # --tensorboard, on rank 0
+    board: EpochLog | None = None  # --tensorboard, on rank 0
 
     def epoch(self, epoch: int, bar: Progress) -> None:
         """Train, validate, record and (rank 0) save epoch ``epoch`` (0-based)."""
@@ -252,6 +257,7 @@ class _Loop:
 def _run(
     config: TrainConfig, device: torch.device, data: TrainingData, state: RunState | None,
     console: Console | None, dist: Dist = SINGLE, classes: tuple[str, ...] = CLASSES,
+    epoch_log: EpochLogFactory | None = None,
 ) -> TrainResult:
     """Build everything (from ``state`` when resuming) and run the remaining epochs."""
     model, meta = _build(config, data, state, device, dist, classes)
@@ -271,9 +277,9 @@ def _run(
         log.info("resuming %s after epoch %d of %d", config.out, run.start, config.epochs)
     step = Step(trained, opt, config, device, meta.preprocess, amp_dtype(config, device),
                 None if weights is None else torch.tensor(weights, device=device))
-    board = (TensorBoardLog(config.tensorboard, config.target, val_rows, config.as_record(),
-                            resume_after=None if state is None else run.start)
-             if config.tensorboard is not None and dist.is_main else None)
+    board = (epoch_log(config.tensorboard, config.target, val_rows, config.as_record(),
+                       resume_after=None if state is None else run.start)
+             if config.tensorboard is not None and epoch_log and dist.is_main else None)
     loop = _Loop(config, model, trained, meta, opt, sampler, loader, step, val_rows, device,
                  workers, data.run_fingerprint, dist, run, board)
     epoch = run.start

@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from attnmel_cli.data.decode import DEFAULT_MAX_PIXELS
+from attnmel_cli.data.masks import load_mask
 from attnmel_cli.engine.inference import Session
 from attnmel_cli.errors import InputError
-from attnmel_cli.evaluation.masks import load_mask
 from attnmel_cli.evaluation.report_figures import jpeg_data_uri
 from attnmel_cli.evaluation.results import EvalData, Scores
 from attnmel_cli.viz.thumbnails import panels

@@ -11,12 +11,12 @@ import numpy as np
 
 from attnmel_cli.data.classes import class_labels
 from attnmel_cli.data.decode import DEFAULT_MAX_PIXELS
+from attnmel_cli.data.masks import load_mask
 from attnmel_cli.data.prepare import prepared_crop_fraction
 from attnmel_cli.engine.distributed import SINGLE, Dist
 from attnmel_cli.engine.inference import Session
 from attnmel_cli.errors import DataError, InputError
 from attnmel_cli.evaluation import metrics
-from attnmel_cli.evaluation.masks import load_mask
 from attnmel_cli.evaluation.results import Advance, EvalData, Item, Scores
 from attnmel_cli.models.names import is_binary
 

@@ -7,9 +7,8 @@ the attention gates; absent before 0.2 and then (8, 16, 32)), ``width``, ``image
 size, interpolation: authoritative on load), ``train_config`` (no absolute paths), ``metrics``,
 ``data_fingerprint`` (the target prepared dir's), ``sources`` (runs on several prepared dirs:
 each one's name, data fingerprint, weight, images, melanomas, crop fraction and role; absent for
-one), ``attnmel_version``; non-string values are JSON-encoded. Loading validates
-the metadata, builds the model from it (:func:`attnmel_cli.models.registry.model_from_meta`) and
-loads the tensors strictly.
+one), ``attnmel_version``; non-string values are JSON-encoded. Read without torch (ONNX models
+carry the same header); a model to and from its checkpoint: :mod:`.model_checkpoint`.
 """
 
 from __future__ import annotations
@@ -33,14 +32,11 @@ from attnmel_cli.config import (
 )
 from attnmel_cli.errors import AttnMelError, CheckpointError
 from attnmel_cli.io.atomic import atomic_path
-from attnmel_cli.models.backbones.base import DEFAULT_STRIDES, check_backbone_name
+from attnmel_cli.models.backbones.specs import DEFAULT_STRIDES, check_backbone_name
 from attnmel_cli.models.names import ARCHS, CLASSES, class_problems
 
 if TYPE_CHECKING:  # CheckpointMeta is read without torch too (ONNX models carry the header)
-    import torch
     from torch import Tensor
-
-    from attnmel_cli.models.attnmel import AttnMelNet
 
 FORMAT = "attnmel-checkpoint"
 FORMAT_VERSION = 1
@@ -253,14 +249,6 @@ def write_tensors(
     return Path(path)
 
 
-def save_checkpoint(
-    path: str | Path, model: AttnMelNet, meta: CheckpointMeta, *, overwrite: bool = True
-) -> Path:
-    """Save ``model``'s weights with ``meta`` as one attnmel checkpoint."""
-    state = {k: v.clone() for k, v in model.state_dict().items()}  # untie shared storage
-    return write_tensors(path, state, meta.to_header(), overwrite=overwrite)
-
-
 def read_header(path: str | Path) -> dict[str, str]:
     """The raw header metadata of a safetensors file, without reading its tensors."""
     try:
@@ -275,33 +263,3 @@ def read_metadata(path: str | Path) -> CheckpointMeta:
     """Validated metadata of an attnmel checkpoint, without building the model."""
     path = Path(path)
     return CheckpointMeta.from_header(path, read_header(path))
-
-
-def load_checkpoint(
-    path: str | Path, device: str | torch.device = "cpu"
-) -> tuple[AttnMelNet, CheckpointMeta]:
-    """Validate, build the model the metadata describes, load the tensors strictly; eval mode."""
-    from attnmel_cli.models.registry import model_from_meta
-
-    path = Path(path)
-    tensors, header = read_tensors(path)
-    meta = CheckpointMeta.from_header(path, header)
-    model = model_from_meta(meta)
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    wrong = [k for k in expected if k in tensors and tensors[k].shape != expected[k].shape]
-    if missing or unexpected or wrong:
-        detail = "; ".join(
-            f"{what} {names[0]}{f' (+{len(names) - 1} more)' if len(names) > 1 else ''}"
-            for what, names in (
-                ("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)
-            )
-            if names
-        )
-        raise CheckpointError(
-            f"{path}: tensors do not match its metadata (arch={meta.arch}, "
-            f"backbone={meta.backbone}, width={meta.width}): {detail}"
-        )
-    model.load_state_dict(tensors, strict=True)
-    return model.to(device).eval(), meta

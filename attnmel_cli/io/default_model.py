@@ -1,18 +1,14 @@
 """Which model a command scores: ``--checkpoint``, ``$ATTNMEL_CHECKPOINT`` or the shipped default
-model (:mod:`attnmel_cli.io.shipped`); and when the ONNX export beside a checkpoint is scored
-instead (ONNX Runtime, without torch)."""
+model (:mod:`attnmel_cli.io.shipped`). Whether its ONNX export is scored instead:
+:mod:`attnmel_cli.deploy.session`."""
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 
-from attnmel_cli.deploy.onnx_deps import ONNX_SUFFIX, is_onnx, runtime_serves
 from attnmel_cli.errors import CheckpointError
 from attnmel_cli.io.shipped import shipped_file
-
-log = logging.getLogger("attnmel")
 
 DEFAULT_CHECKPOINT_NAME = "attnmel-default.safetensors"
 DEFAULT_ONNX_NAME = "attnmel-default.onnx"  # the same model, from `attnmel export`
@@ -33,31 +29,6 @@ def locate(checkpoint: str | Path) -> Path:
     if path.exists() or path.name != str(checkpoint):
         return path
     return shipped_file(path.name) or path
-
-
-def onnx_copy(checkpoint: str | Path | None, device: str) -> Path | None:
-    """The ONNX export to score instead of ``checkpoint`` (None: the default model): the
-    ``.onnx`` file of the same name beside it, where the command does not run under torchrun
-    (PyTorch splits that work), ONNX Runtime serves ``device``
-    (:func:`attnmel_cli.deploy.onnx_deps.runtime_serves`) and the file is the fp32 export of the
-    checkpoint as it is now (:func:`attnmel_cli.deploy.export_match.export_matches`, checked once
-    per state of the two files). None: the checkpoint, scored by PyTorch."""
-    if os.environ.get("WORLD_SIZE", "1") != "1":
-        return None
-    source = default_checkpoint() if checkpoint is None else locate(checkpoint)
-    if source is None or is_onnx(source) or not source.is_file():
-        return None
-    copy = source.with_suffix(ONNX_SUFFIX)
-    if not copy.is_file() or not runtime_serves(device):
-        return None
-    from attnmel_cli.deploy.export_match import export_matches  # lazy: only with an export
-
-    if not export_matches(copy, source):
-        log.warning("%s is not the export of the %s beside it: scoring that with PyTorch "
-                    "(export it again: attnmel export %s --out %s --force)",
-                    copy, source.name, source, copy)
-        return None
-    return copy
 
 
 def resolve_checkpoint(path: str | Path | None) -> Path:

@@ -27,7 +27,8 @@ except ImportError:  # Windows: no advisory locks
 
 from attnmel_cli.errors import AttnMelError
 from attnmel_cli.io.atomic import refuse_unless_forced, write_text_atomic
-from attnmel_cli.io.checkpoint import CheckpointMeta, read_tensors, save_checkpoint
+from attnmel_cli.io.checkpoint import CheckpointMeta, read_tensors
+from attnmel_cli.io.model_checkpoint import save_checkpoint
 from attnmel_cli.io.run_state import RunState, load_state_weights, save_run_state
 from attnmel_cli.models.attnmel import AttnMelNet
 

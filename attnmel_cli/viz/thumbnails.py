@@ -52,7 +52,7 @@ def panels(
 ) -> list[tuple[str, Image.Image]]:
     """(label, picture) for the photo at ``path`` and for each of its ``maps`` ((h, w) at
     network resolution) overlaid on it; ``mask``: the lesion mask in the network input's frame
-    (S×S bool, as :func:`attnmel_cli.evaluation.masks.load_mask` gives it), outlined on each."""
+    (S×S bool, as :func:`attnmel_cli.data.masks.load_mask` gives it), outlined on each."""
     photo = load_photo(path, max_pixels=max_pixels, draft_min_side=side, warn_frames=False)
     box = network_box(*photo.size, pre, prepared=is_prepared_image(photo))
     photo, box = shrink(photo, box, side)

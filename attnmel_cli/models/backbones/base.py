@@ -1,10 +1,7 @@
-"""What every backbone gives the AttnMel heads, and how a backbone is made from its name.
-
-A backbone maps x (N, 3, S, S) to three feature maps: two intermediate ones that carry the
-attention gates (VGG's pool-3 and pool-4, strides 8 and 16) and the last one, whose global
-feature guides them (pool-5, stride 32). Names: ``vgg16_bn`` and ``vgg16`` (the paper,
-:mod:`.vgg`), ``efficientnet_lite0``/``1``/``2`` and ``timm:MODEL`` (any timm model with
-``features_only`` support, :mod:`.timm`).
+"""What every backbone gives the AttnMel heads, and how a backbone is made from its name
+(the table of names: :mod:`.specs`): ``vgg16_bn`` and ``vgg16`` (the paper, :mod:`.vgg`),
+``efficientnet_lite0``/``1``/``2`` and ``timm:MODEL`` (any timm model with ``features_only``
+support, :mod:`.timm`).
 """
 
 from __future__ import annotations
@@ -12,15 +9,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 from attnmel_cli.errors import AttnMelError
+from attnmel_cli.models.backbones.specs import (
+    DEFAULT_STRIDES,
+    VGG_BACKBONES,
+    check_backbone_name,
+)
 
-if TYPE_CHECKING:  # names and checks here serve checkpoint metadata, read without torch too
+if TYPE_CHECKING:
     from torch import Tensor, nn
-
-VGG_BACKBONES = ("vgg16_bn", "vgg16")
-LITE_BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
-BACKBONES = (*VGG_BACKBONES, *LITE_BACKBONES)  # plus timm:MODEL
-TIMM_PREFIX = "timm:"
-DEFAULT_STRIDES: tuple[int, int, int] = (8, 16, 32)
 
 
 class Backbone(Protocol):
@@ -30,17 +26,6 @@ class Backbone(Protocol):
     strides: tuple[int, int, int]
 
     def __call__(self, x: Tensor) -> list[Tensor]: ...
-
-
-def check_backbone_name(backbone: str) -> None:
-    """Raise unless ``backbone`` names a known backbone (timm models are checked when built)."""
-    timm_name = backbone.removeprefix(TIMM_PREFIX) if backbone.startswith(TIMM_PREFIX) else ""
-    if backbone in BACKBONES or timm_name.strip():
-        return
-    raise AttnMelError(
-        f"unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)} or "
-        f"{TIMM_PREFIX}MODEL (any timm model with features_only support)"
-    )
 
 
 def make_backbone(

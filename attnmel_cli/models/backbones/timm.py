@@ -16,17 +16,11 @@ import torch
 from torch import Tensor, nn
 
 from attnmel_cli.errors import AttnMelError
-from attnmel_cli.models.backbones.base import DEFAULT_STRIDES, TIMM_PREFIX
+from attnmel_cli.models.backbones.specs import DEFAULT_STRIDES, TIMM_ALIASES, TIMM_PREFIX
 
 if TYPE_CHECKING:
     from timm.models._features import FeatureInfo
 
-# attnmel's names for timm models whose ImageNet weights are available offline (efficientnet_lite).
-TIMM_ALIASES: dict[str, str] = {
-    "efficientnet_lite0": "tf_efficientnet_lite0",
-    "efficientnet_lite1": "tf_efficientnet_lite1",
-    "efficientnet_lite2": "tf_efficientnet_lite2",
-}
 DATA_CONFIG_KEYS = ("mean", "std", "input_size", "interpolation", "crop_pct")
 
 
@@ -116,7 +110,7 @@ class TimmBackbone(nn.Module):
     ``strides`` picks the three maps: the first two carry the attention gates, the last one gives
     the global feature that guides them (default (8, 16, 32): VGG's pool-3, pool-4 and pool-5).
     Weights start as timm's random initialisation (``pretrained=False``; nothing is downloaded);
-    :func:`attnmel_cli.models.backbones.efficientnet_lite.load_into_backbone` loads ImageNet
+    :func:`attnmel_cli.io.lite_weights.load_into_backbone` loads ImageNet
     weights. The wrapped timm module is ``self.body``, so state-dict keys read ``body.<timm key>``.
     """
 

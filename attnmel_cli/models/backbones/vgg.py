@@ -3,28 +3,17 @@ width multiplier, and torchvision's ImageNet weights for it."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-import torch
 from torch import Tensor, nn
 
-from attnmel_cli.errors import AttnMelError
-
 if TYPE_CHECKING:
-    from torchvision.models import WeightsEnum
+    pass
 
 # torchvision's VGG-16 configuration "D": channels per conv, "M" = max pool.
 VGG16_CFG: tuple[int | str, ...] = (
     64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M",
 )
-
-
-def _imagenet_weights(backbone: str) -> WeightsEnum:
-    """torchvision's ImageNet weights entry (imported lazily: torchvision.models is slow)."""
-    from torchvision.models import VGG16_BN_Weights, VGG16_Weights
-
-    return {"vgg16_bn": VGG16_BN_Weights, "vgg16": VGG16_Weights}[backbone].IMAGENET1K_V1
 
 
 def vgg_features(cfg: list[int | str], batch_norm: bool) -> list[nn.Module]:
@@ -78,32 +67,3 @@ class VGGBackbone(nn.Sequential):
 def scaled(channels: int, width: float) -> int:
     """Channels kept by the width multiplier (at least 1)."""
     return max(1, round(channels * width))
-
-
-def imagenet_weights_file(backbone: str) -> Path:
-    """Where torchvision's weights API caches the ImageNet file for ``backbone``."""
-    url = _imagenet_weights(backbone).url
-    return Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
-
-
-def imagenet_state_dict(backbone: str, weights_file: Path | None) -> dict[str, Tensor]:
-    """ImageNet state dict via torchvision's weights API (hub cache) or a local file."""
-    if weights_file is not None:
-        if not weights_file.is_file():
-            raise AttnMelError(f"{weights_file}: pretrained weights file not found")
-        if weights_file.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            return load_file(weights_file)
-        try:  # weights_only: tensors only, no pickled code is executed
-            return torch.load(weights_file, map_location="cpu", weights_only=True)
-        except Exception as exc:  # any failure means an unusable file
-            raise AttnMelError(f"{weights_file}: not a torchvision state dict ({exc})") from None
-    cached = imagenet_weights_file(backbone)
-    if not cached.is_file():
-        raise AttnMelError(
-            f"ImageNet weights for {backbone} are not in the torch hub cache (expected {cached}, "
-            f"from {_imagenet_weights(backbone).url}); download that file there, pass its path "
-            "with --pretrained-weights FILE, or train from scratch with --no-pretrained"
-        )
-    return _imagenet_weights(backbone).get_state_dict(progress=False, check_hash=True)

@@ -18,9 +18,10 @@ import numpy as np
 import torch
 
 from attnmel_cli.data.manifest import Row
+from attnmel_cli.data.masks import load_mask
+from attnmel_cli.engine.epoch_log import require_tensorboard
 from attnmel_cli.engine.inference import score_paths
-from attnmel_cli.errors import AttnMelError, InputError
-from attnmel_cli.evaluation.masks import load_mask
+from attnmel_cli.errors import InputError
 from attnmel_cli.io.atomic import ensure_dir
 from attnmel_cli.io.checkpoint import CheckpointMeta
 from attnmel_cli.models.attnmel import AttnMelNet
@@ -37,18 +38,6 @@ SCALARS = {
     "train_dice4": "train/dice_pool4", "val_loss": "val/loss", "val_ap": "val/ap",
     "val_auc": "val/auc", "lr": "lr",
 }
-MISSING = ("--tensorboard needs the tensorboard package: pip install 'attnmel[tensorboard]' "
-           "(or pip install tensorboard)")
-
-
-def require_tensorboard() -> None:
-    """Raise the one-line install hint when TensorBoard's writer cannot be imported."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter  # noqa: F401
-    except ImportError:
-        raise AttnMelError(MISSING) from None
-
-
 def fixed_images(rows: Sequence[Row], per_class: int = IMAGES_PER_CLASS) -> list[Row]:
     """The first ``per_class`` melanomas and others of ``rows`` by image id: the same images
     every epoch, and after ``--resume``."""
@@ -58,7 +47,8 @@ def fixed_images(rows: Sequence[Row], per_class: int = IMAGES_PER_CLASS) -> list
 
 
 class TensorBoardLog:
-    """One run's TensorBoard event files in ``log_dir``."""
+    """One run's TensorBoard event files in ``log_dir`` (an
+    :class:`attnmel_cli.engine.epoch_log.EpochLog`)."""
 
     def __init__(self, log_dir: Path, data: Path, val_rows: Sequence[Row],
                  train_config: dict[str, Any], *, resume_after: int | None = None) -> None:

@@ -13,8 +13,6 @@ from __future__ import annotations
 import functools
 import importlib
 import logging
-import os
-import tempfile
 from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
@@ -24,6 +22,7 @@ import torch
 from torch import Tensor
 
 from attnmel_cli.errors import AttnMelError
+from attnmel_cli.io.atomic import atomic_path
 from attnmel_cli.io.digest import file_sha256
 from attnmel_cli.io.user_cache import cache_dir
 from attnmel_cli.models.backbones.timm import resolve_timm_name
@@ -235,23 +234,16 @@ def _read_cache(path: Path, digest: str, target: Mapping[str, Tensor]) -> dict[s
 
 
 def _write_cache(path: Path, state: Mapping[str, Tensor], digest: str, source: str) -> None:
-    """Write ``state`` atomically (temp file + os.replace); a failure only costs the cache."""
+    """Write ``state`` atomically (:func:`attnmel_cli.io.atomic.atomic_path`); a failure only
+    costs the cache."""
     from safetensors.torch import save_file
 
-    tmp: str | None = None
+    meta = {"format": _CACHE_FORMAT, "source_file": source, "source_sha256": digest}
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        meta = {"format": _CACHE_FORMAT, "source_file": source, "source_sha256": digest}
-        save_file(dict(state), tmp, metadata=meta)
-        os.replace(tmp, path)
-        tmp = None
-    except OSError as e:
+        with atomic_path(path) as tmp:
+            save_file(dict(state), str(tmp), metadata=meta)
+    except (OSError, AttnMelError) as e:
         log.warning("cannot cache converted weights at %s (%s)", path, e)
-    finally:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
 
 
 def imagenet_state_dict(backbone: str, *, cache: bool = True) -> dict[str, Tensor]:
