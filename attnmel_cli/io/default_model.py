@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 from attnmel_cli.deploy.onnx_deps import is_onnx, runtime_serves
+from attnmel_cli.deploy.onnx_digest import digest_mismatch
 from attnmel_cli.errors import CheckpointError
 from attnmel_cli.io.digest import file_sha256
 
@@ -45,13 +46,19 @@ def onnx_default(device: str) -> Path | None:
     """The default model's ONNX export, which predict and explain score when given no
     checkpoint: where ``$ATTNMEL_CHECKPOINT`` names no other model, the command does not run under
     torchrun (PyTorch splits that work), ONNX Runtime serves ``device``
-    (:func:`attnmel_cli.deploy.onnx_deps.runtime_serves`) and the export is of the checkpoint
-    beside it (its metadata holds that file's SHA-256). None: the checkpoint, scored by PyTorch.
+    (:func:`attnmel_cli.deploy.onnx_deps.runtime_serves`), the export matches the SHA-256
+    recorded beside it and is of the checkpoint beside it (its metadata holds that file's
+    SHA-256). None: the checkpoint, scored by PyTorch.
     """
     if os.environ.get(DEFAULT_CHECKPOINT_ENV) or os.environ.get("WORLD_SIZE", "1") != "1":
         return None
     path = default_checkpoint(onnx=True)
     if not is_onnx(path) or not runtime_serves(device):
+        return None
+    damaged = digest_mismatch(path)
+    if damaged:
+        log.warning("%s: %s; scoring %s with PyTorch instead", path, damaged,
+                    DEFAULT_CHECKPOINT_NAME)
         return None
     source = path.with_name(DEFAULT_CHECKPOINT_NAME)
     # The metadata strings are stored as plain UTF-8 in the protobuf: no parser needed.
