@@ -3,6 +3,7 @@ width multiplier, and torchvision's ImageNet weights for it."""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -10,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from attnmel_cli.errors import AttnMelError
+from attnmel_cli.models.backbones.base import weights_refusal
 
 if TYPE_CHECKING:
     from torchvision.models import WeightsEnum
@@ -96,9 +98,11 @@ def imagenet_state_dict(backbone: str, weights_file: Path | None) -> dict[str, T
 
             return load_file(weights_file)
         try:  # weights_only: tensors only, no pickled code is executed
-            return torch.load(weights_file, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # torch's notes on odd pickles: the refusal says it
+                warnings.simplefilter("ignore")
+                return torch.load(weights_file, map_location="cpu", weights_only=True)
         except Exception as exc:  # any failure means an unusable file
-            raise AttnMelError(f"{weights_file}: not a torchvision state dict ({exc})") from None
+            raise AttnMelError(weights_refusal(weights_file, exc)) from None
     cached = imagenet_weights_file(backbone)
     if not cached.is_file():
         raise AttnMelError(
