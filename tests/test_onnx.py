@@ -18,6 +18,7 @@ import torch
 
 from attnmel_cli.deploy import export_match, onnx_deps
 from attnmel_cli.deploy.onnx_deps import INPUT_NAME, LOGITS_NAME, require
+from attnmel_cli.deploy.onnx_digest import digest_file
 from attnmel_cli.deploy.runtime import OnnxSession, ordered_map, providers
 from attnmel_cli.deploy.session import onnx_copy
 from attnmel_cli.engine.inference import Session
@@ -267,6 +268,8 @@ def test_metadata_and_graph(tiny) -> None:
     assert float(props["threshold"]) == 0.5
     assert props["source_checkpoint"] == checkpoint.name
     assert props["source_sha256"] == file_sha256(checkpoint)
+    # the model's own SHA-256 beside it (sha256sum's format), checked whenever it is scored
+    assert digest_file(model_path).read_text() == f"{file_sha256(model_path)}  m.onnx\n"
     (inp,) = model.graph.input
     assert inp.name == INPUT_NAME
     dims = inp.type.tensor_type.shape.dim

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import signal
 import sys
 import warnings
 from collections.abc import Callable
@@ -18,7 +19,7 @@ from typing import Any, TypeVar
 import typer
 from rich.text import Text
 
-from attnmel_cli.cli.console import StderrHandler, err
+from attnmel_cli.cli.console import SafeFormatter, StderrHandler, err
 from attnmel_cli.cli.evaluate import evaluate
 from attnmel_cli.cli.explain import explain
 from attnmel_cli.cli.export import export
@@ -27,6 +28,7 @@ from attnmel_cli.cli.predict import predict
 from attnmel_cli.cli.prepare import prepare
 from attnmel_cli.cli.train import train_command
 from attnmel_cli.errors import EXIT_OK, EXIT_USAGE, AttnMelError
+from attnmel_cli.io.safe_text import printable
 
 app = typer.Typer(
     name="attnmel",
@@ -47,7 +49,10 @@ def handle_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except AttnMelError as exc:
             if not getattr(exc, "relayed", False):  # torchrun: rank 0 printed it already
-                err.print(Text.assemble(("error:", "bold red"), " ", str(exc)), highlight=False)
+                # control characters of a file's names or content escaped (the line breaks of
+                # a list of problems kept)
+                message = printable(str(exc), newlines=getattr(exc, "multiline", False))
+                err.print(Text.assemble(("error:", "bold red"), " ", message), highlight=False)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             err.print("interrupted")
@@ -56,8 +61,8 @@ def handle_errors(fn: F) -> F:
             if isinstance(exc, BrokenPipeError):  # stdout closed early (| head): as before
                 raise
             where = f"{exc.filename}: " if exc.filename else ""
-            err.print(Text.assemble(("error:", "bold red"), " ", f"{where}{exc.strerror or exc}"),
-                      highlight=False)
+            message = printable(f"{where}{exc.strerror or exc}")
+            err.print(Text.assemble(("error:", "bold red"), " ", message), highlight=False)
             raise typer.Exit(EXIT_USAGE) from None
 
     return wrapper  # type: ignore[return-value]
@@ -68,8 +73,9 @@ def main_options(verbose: VerboseOpt = False, quiet: QuietOpt = False,
                  version: VersionOpt = False) -> None:
     """Melanoma recognition via visual attention."""
     level = logging.DEBUG if verbose else logging.ERROR if quiet else logging.INFO
-    logging.basicConfig(level=level, format="attnmel: %(message)s", handlers=[StderrHandler()],
-                        force=True)
+    handler = StderrHandler()
+    handler.setFormatter(SafeFormatter("attnmel: %(message)s"))  # file names: controls escaped
+    logging.basicConfig(level=level, handlers=[handler], force=True)
     # Pillow's two-line warnings about odd files: a file attnmel cannot use gets its own one-line
     # error instead (and -v shows them).
     if not verbose:
@@ -81,12 +87,19 @@ for command in (predict, explain, evaluate, prepare, export):
 app.command("train")(handle_errors(train_command))
 
 
+def _terminated(signum: int, frame: Any) -> None:
+    """SIGTERM (``kill``, a job scheduler, a timeout) unwinds like an error: the temporary file
+    of a write in progress is removed, the target left as it was; exit 128 + 15."""
+    raise SystemExit(128 + signum)
+
+
 def main() -> None:
     """Console-script entry point; usage errors exit 1 (2 means some inputs failed)."""
     # A file name that is not valid UTF-8 goes to stdout as its own bytes, never a crash.
     reconfigure = getattr(sys.stdout, "reconfigure", None)
     if reconfigure is not None:
         reconfigure(errors="surrogateescape")
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         code = typer.main.get_command(app).main(standalone_mode=False)
     except typer.Abort:

@@ -9,6 +9,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.text import Text
 
+from attnmel_cli.io.safe_text import printable
+
 err = Console(stderr=True, soft_wrap=True)
 log = logging.getLogger("attnmel")
 
@@ -39,6 +41,12 @@ def progress(enabled: bool = True) -> Progress:
 def report_failure(path: str, message: str) -> None:
     """One line on stderr for an input that failed (the message already names the file)."""
     # Text, not markup: file names may hold "[/x]" or ":smile:"; control characters escaped so
-    # that the line stays one line.
-    one_line = message.replace("\r", "\\r").replace("\n", "\\n")
-    err.print(Text.assemble(("error:", "red"), " ", one_line), highlight=False)
+    # that the line stays one line and no escape sequence reaches the terminal.
+    err.print(Text.assemble(("error:", "red"), " ", printable(message)), highlight=False)
+
+
+class SafeFormatter(logging.Formatter):
+    """Log lines with control characters escaped: they name files, and stay one line each."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return printable(super().format(record))

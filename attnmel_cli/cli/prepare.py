@@ -16,6 +16,7 @@ from attnmel_cli.config import (
     PREPARE_VAL_FRACTION,
     refuse,
 )
+from attnmel_cli.io.safe_text import printable
 
 if TYPE_CHECKING:
     from rich.progress import TaskID
@@ -93,7 +94,7 @@ def summary_table(result: PrepareResult) -> Table:
     from rich.table import Table
 
     table = Table(
-        title=f"{result.out} · {result.layout}"
+        title=f"{printable(result.out)} · {result.layout}"
         + (" · val carved from train" if result.carved_val else "")
     )
     for name in ("split", "images", "melanoma", "lesion masks", "dermo maps"):

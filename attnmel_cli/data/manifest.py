@@ -18,6 +18,7 @@ from pathlib import Path, PurePosixPath
 
 from attnmel_cli.errors import DataError
 from attnmel_cli.io.atomic import write_text_atomic
+from attnmel_cli.io.safe_text import csv_cell, csv_value, printable
 
 MANIFEST_NAME = "manifest.csv"
 MANIFEST_COLUMNS = (
@@ -85,8 +86,11 @@ class Problems:
         lines = [f"{self.subject}: {len(self)} problem{'s' if len(self) > 1 else ''}{note}"]
         for kind, items in self._items.items():
             more = f", … ({len(items) - _SHOWN} more)" if len(items) > _SHOWN else ""
-            lines.append(f"  {kind} ({len(items)}): {', '.join(items[:_SHOWN])}{more}")
-        raise DataError("\n".join(lines))
+            shown = ", ".join(map(printable, items[:_SHOWN]))  # names: one line each
+            lines.append(f"  {kind} ({len(items)}): {shown}{more}")
+        error = DataError("\n".join(lines))
+        error.multiline = True  # type: ignore[attr-defined]  # its line breaks are its own
+        raise error
 
 
 def _relative(value: str) -> bool:
@@ -173,6 +177,7 @@ def read_manifest(prepared_dir: str | Path, split: str | None = None) -> list[Ro
             if None in rec or any(rec[c] is None for c in MANIFEST_COLUMNS):
                 problems.add("wrong number of fields", f"line {line}")
                 continue
+            rec = {k: csv_value(v) for k, v in rec.items()}  # the exact values written
             image_id = rec["image_id"].strip()
             where = f"line {line} {image_id or '(empty id)'}"
             ok = True
@@ -201,13 +206,15 @@ def read_manifest(prepared_dir: str | Path, split: str | None = None) -> list[Ro
 
 def write_manifest(prepared_dir: str | Path, rows: list[Row]) -> Path:
     """Write ``rows`` to ``PREPARED/manifest.csv`` atomically (temporary name, then rename);
-    the attribute columns any row has follow the required ones."""
+    the attribute columns any row has follow the required ones. A text cell a spreadsheet would
+    run as a formula gets a leading ``'`` (:func:`attnmel_cli.io.safe_text.csv_cell`), which
+    :func:`read_manifest` takes off again."""
     extra = [c for c in ATTRIBUTE_COLUMNS if any(c in row.attributes for row in rows)]
     buf = io.StringIO(newline="")
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow([*MANIFEST_COLUMNS, *extra])
     for row in rows:
         values = [getattr(row, c) for c in MANIFEST_COLUMNS]
-        writer.writerow(["" if v is None else v for v in values]
-                        + [row.attributes.get(c, "") for c in extra])
+        values += [row.attributes.get(c, "") for c in extra]
+        writer.writerow("" if v is None else csv_cell(v) for v in values)
     return write_text_atomic(Path(prepared_dir) / MANIFEST_NAME, buf.getvalue())

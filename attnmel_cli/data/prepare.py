@@ -39,6 +39,7 @@ from attnmel_cli.data.sources import Source, read_source
 from attnmel_cli.data.writer import Done, process_job, recipe
 from attnmel_cli.errors import DataError
 from attnmel_cli.io.atomic import ensure_dir, refuse_unless_forced, write_text_atomic
+from attnmel_cli.io.safe_text import printable
 
 META_NAME = "prepare.json"
 META_FORMAT = "attnmel-prepared"
@@ -208,6 +209,15 @@ def prepared_crop_fraction(root: Path) -> float:
     return float(value)
 
 
+def _resolved(path: Path, what: str) -> Path:
+    """``path`` with every symlink followed; a symlink loop is a one-line error."""
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError) as exc:  # "Symlink loop" (RuntimeError before Python 3.13)
+        raise DataError(f"{printable(path)}: {what} cannot be resolved (a symlink loop?): "
+                        f"{printable(exc)}") from None
+
+
 def _count(rows: Iterable[Row]) -> dict[str, SplitCount]:
     counts = {split: SplitCount() for split in SPLITS}
     for row in rows:
@@ -276,7 +286,7 @@ def prepare_dataset(
     if workers is not None and workers < 0:
         raise DataError(f"--workers must be at least 0, got {workers}")
     workers = default_prepare_workers() if workers is None else workers
-    root, out = Path(source).resolve(), Path(out).resolve()
+    root, out = _resolved(Path(source), "SOURCE"), _resolved(Path(out), "--out")
     problems = Problems(str(root))
     src = read_source(root, problems, dataset, exclude=out)
     _claim_out(out, root, src.layout, force)

@@ -26,6 +26,7 @@ from attnmel_cli.deploy.onnx_deps import (
     PRECISION_KEY,
     require,
 )
+from attnmel_cli.deploy.onnx_digest import digest_file, write_digest
 from attnmel_cli.engine.scored import map_names
 from attnmel_cli.errors import AttnMelError
 from attnmel_cli.io.atomic import atomic_path, refuse_unless_forced
@@ -66,11 +67,14 @@ def set_metadata(model: Any, props: dict[str, str]) -> None:
 
 
 def save_checked(model: Any, target: Path, *, overwrite: bool) -> Path:
-    """Validate an ONNX ModelProto with ``onnx.checker`` and write it atomically."""
+    """Validate an ONNX ModelProto with ``onnx.checker`` and write it atomically, its SHA-256
+    beside it (``MODEL.onnx.sha256``: scoring refuses a file changed since)."""
     onnx = require("onnx")
     onnx.checker.check_model(model, full_check=True)
     with atomic_path(target, overwrite=overwrite) as tmp:
         onnx.save(model, str(tmp))
+        digest_file(target).unlink(missing_ok=True)  # never a stale digest beside a new model
+    write_digest(target)
     return target
 
 

@@ -1,5 +1,6 @@
 """Whether an ONNX file is the fp32 export of a checkpoint (its metadata holds the checkpoint
-file's SHA-256), checked once per state of the two files: the answer is kept in the user's cache
+file's SHA-256) and matches the SHA-256 of its own bytes recorded beside it, checked once per
+state of the two files: the answer is kept in the user's cache
 (``~/.cache/attnmel/onnx-exports.json``), keyed by each file's path, size, inode and times, so a
 later run reads two ``stat`` results instead of hashing 25 MB. Replacing, editing or touching
 either file changes its key, and the check runs again."""
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from attnmel_cli.deploy.onnx_deps import PRECISION_KEY, require
+from attnmel_cli.deploy.onnx_digest import digest_mismatch
 from attnmel_cli.errors import AttnMelError
 from attnmel_cli.io.atomic import write_text_atomic
 from attnmel_cli.io.digest import file_sha256
@@ -45,7 +47,12 @@ def _state(path: Path) -> list[Any]:
 
 
 def _check(onnx_file: Path, checkpoint: Path) -> bool:
-    """Read the export's metadata (ONNX Runtime, no optimisation) and hash the checkpoint."""
+    """Check the export against the SHA-256 recorded beside it (if any), read its metadata
+    (ONNX Runtime, no optimisation) and hash the checkpoint."""
+    damaged = digest_mismatch(onnx_file)
+    if damaged:
+        log.warning("%s: %s", onnx_file, damaged)
+        return False
     ort = require("onnxruntime")
     options = ort.SessionOptions()
     options.log_severity_level = 3

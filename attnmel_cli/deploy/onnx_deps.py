@@ -4,6 +4,7 @@ file is to attnmel, and whether ONNX Runtime can serve a device."""
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
 import os
 import platform
@@ -55,12 +56,15 @@ def gpu_present() -> bool:
 
 
 def runtime_serves(device: str) -> bool:
-    """Whether ONNX Runtime is installed and runs a model on ``device`` where PyTorch would:
+    """Whether ONNX Runtime (and onnx, which reads the graph to check it) is installed and runs
+    a model on ``device`` where PyTorch would:
     ``cpu``; ``cuda[:N]`` with its CUDA provider (onnxruntime-gpu); ``auto`` with that provider,
     or where no GPU is present (:func:`gpu_present`). Any other device is PyTorch's."""
     try:
         ort = importlib.import_module("onnxruntime")
-    except (ImportError, OSError) as exc:  # not installed, or a broken install
+        if importlib.util.find_spec("onnx") is None:  # its checks read the graph with onnx
+            raise ImportError("onnx is not installed")
+    except (ImportError, OSError, ValueError, AttributeError) as exc:  # none, or a broken one
         log.debug("onnxruntime unavailable (%s): scoring with PyTorch", exc)
         return False
     cuda = "CUDAExecutionProvider" in ort.get_available_providers()

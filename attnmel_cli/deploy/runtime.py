@@ -20,22 +20,34 @@ import numpy as np
 
 from attnmel_cli.config import default_workers
 from attnmel_cli.data.decode import DEFAULT_MAX_PIXELS
+from attnmel_cli.deploy.onnx_checks import (
+    QUIET,
+    check_external_data,
+    check_signature,
+    probe,
+    quiet_run,
+    read_model,
+    reason_of,
+)
 from attnmel_cli.deploy.onnx_deps import (
     INPUT_NAME,
     LOGITS_NAME,
     PRECISION_KEY,
     require,
 )
+from attnmel_cli.deploy.onnx_digest import digest_mismatch
 from attnmel_cli.engine.scored import (
     VIEWS,
     Scored,
     apply_view,
     load_input,
     map_names,
+    non_finite,
     undo_view,
 )
 from attnmel_cli.errors import AttnMelError, CheckpointError, InputError
 from attnmel_cli.io.checkpoint import FORMAT, CheckpointMeta
+from attnmel_cli.io.safe_text import printable
 from attnmel_cli.models.names import melanoma_index
 
 T = TypeVar("T")
@@ -99,36 +111,46 @@ class OnnxSession:
 
     @classmethod
     def load(cls, path: Path, device: str = "auto") -> OnnxSession:
-        """Load the ONNX model ``path``; its metadata is validated as a checkpoint's is."""
+        """Load the ONNX model ``path``: its digest, external data, metadata (validated as a
+        checkpoint's is), graph signature and a probe batch are checked first
+        (:mod:`attnmel_cli.deploy.onnx_checks`); any failure is a one-line CheckpointError."""
         ort = require("onnxruntime")
+        ort.set_default_logger_severity(QUIET)
         if not path.is_file():
             raise CheckpointError(
                 f"{path}: ONNX model not found" if not path.exists() else f"{path}: not a file"
             )
-        chosen = providers(device, ort.get_available_providers())
-        options = ort.SessionOptions()
-        options.log_severity_level = 3  # errors only: no warnings on stderr about the graph
-        try:
-            session = ort.InferenceSession(str(path), options, providers=chosen)
-        except Exception as exc:  # ONNX Runtime's own exception types (InvalidProtobuf, Fail…)
-            reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-            raise CheckpointError(f"{path}: not an ONNX model ONNX Runtime can load ({reason})") \
-                from None
-        props = dict(session.get_modelmeta().custom_metadata_map)
+        mismatch = digest_mismatch(path)
+        if mismatch:
+            raise CheckpointError(f"{path}: {mismatch}")
+        proto = read_model(path)
+        check_external_data(path, proto)
+        props = {p.key: p.value for p in proto.metadata_props}
         if props.get("format") != FORMAT:
             raise CheckpointError(
                 f"{path}: an ONNX model without attnmel metadata; write it with `attnmel export`"
             )
         meta = CheckpointMeta.from_header(path, props)
+        del proto
+        chosen = providers(device, ort.get_available_providers())
+        options = ort.SessionOptions()
+        options.log_severity_level = QUIET
+        try:
+            session = ort.InferenceSession(str(path), options, providers=chosen)
+        except Exception as exc:  # ONNX Runtime's own exception types (InvalidProtobuf, Fail…)
+            raise CheckpointError(f"{path}: not an ONNX model ONNX Runtime can load "
+                                  f"({reason_of(exc)})") from None
         outputs = [o.name for o in session.get_outputs()]
         inputs = [i.name for i in session.get_inputs()]
         missing = [n for n in (LOGITS_NAME, *map_names(meta)) if n not in outputs]
         if inputs != [INPUT_NAME] or missing:
             raise CheckpointError(
                 f"{path}: expected input {INPUT_NAME!r} and outputs {LOGITS_NAME!r}, "
-                f"{', '.join(map_names(meta)) or 'no map'}; found inputs {inputs}, "
-                f"outputs {outputs}"
+                f"{', '.join(map_names(meta)) or 'no map'}; found inputs "
+                f"{printable(inputs)}, outputs {printable(outputs)}"
             )
+        check_signature(path, session, meta, map_names(meta))
+        probe(path, session, meta, outputs, map_names(meta))
         return cls(session, meta, path.name, outputs, props.get(PRECISION_KEY, "fp32"))
 
     def map_names(self) -> list[str]:
@@ -143,9 +165,15 @@ class OnnxSession:
         views = VIEWS if tta else ((0, False),)
         prob_sum: np.ndarray | None = None
         map_sums: dict[str, np.ndarray] = {}
+        wanted = [LOGITS_NAME, *self.map_names()]
         for k, flip in views:
-            run = self.session.run(None, {INPUT_NAME: apply_view(x, k, flip)})
-            out = dict(zip(self.outputs, run, strict=True))
+            try:
+                run = self.session.run(wanted, {INPUT_NAME: apply_view(x, k, flip)},
+                                       quiet_run(self.session))
+            except Exception as exc:  # ONNX Runtime's own exception types
+                raise InputError(f"{self.name} failed in ONNX Runtime on the batch of this "
+                                 f"image ({reason_of(exc)})") from None
+            out = dict(zip(wanted, run, strict=True))
             probs = softmax(out.pop(LOGITS_NAME))
             prob_sum = probs if prob_sum is None else prob_sum + probs
             for name, m in out.items():
@@ -193,13 +221,21 @@ class OnnxSession:
         self, batch: list[tuple[int, str, Loaded]], keep_maps: bool, tta: bool
     ) -> Iterator[Scored]:
         ok = [(i, x) for i, (_, _, (x, _)) in enumerate(batch) if x is not None]
-        probs, maps = self.forward(np.stack([x for _, x in ok]), tta=tta) if ok else (None, {})
+        try:
+            probs, maps = self.forward(np.stack([x for _, x in ok]), tta=tta) if ok else (None, {})
+        except InputError as exc:  # the whole batch failed in the runtime: each image says so
+            probs, maps, ok = None, {}, []
+            batch = [(index, path, (None, error or f"{path}: {exc}"))
+                     for index, path, (_, error) in batch]
         row = {i: r for r, (i, _) in enumerate(ok)}
         for i, (index, path, (_, error)) in enumerate(batch):
-            if i not in row:
+            r = row.get(i)
+            if r is not None:
+                error = non_finite(path, self.name, probs[r])  # type: ignore[index]
+            if error is not None:
                 yield Scored(index, path, error=error)
                 continue
-            r, mel = row[i], melanoma_index(self.meta.classes)
+            mel = melanoma_index(self.meta.classes)
             yield Scored(
                 index, path, float(probs[r, mel]),  # type: ignore[index]
                 {k: v[r, 0] for k, v in maps.items()} if keep_maps else {},

@@ -100,7 +100,7 @@ def validate(
     local: list[tuple[float, str | None]] = [
         (math.nan if s.p_melanoma is None else s.p_melanoma, s.error)
         for s in score_paths(model, meta, paths, device=device, batch_size=2 * config.batch_size,
-                             workers=workers, prepared=True)
+                             workers=workers, prepared=True, nan_is_error=False)
     ]
     scored = dist.gather(local)
     failed = next((e for _, e in scored if e is not None), None)

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from attnmel_cli.config import default_workers
 from attnmel_cli.data.decode import DEFAULT_MAX_PIXELS
-from attnmel_cli.engine.scored import Scored, load_input, map_names
+from attnmel_cli.engine.scored import Scored, load_input, map_names, non_finite
 from attnmel_cli.engine.tta import tta_forward
 from attnmel_cli.errors import AttnMelError, InputError
 from attnmel_cli.io.checkpoint import CheckpointMeta
@@ -123,12 +123,16 @@ def score_paths(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     amp: bool = False,
     tta: bool = False,
+    name: str = "the model",
+    nan_is_error: bool = True,
 ) -> Iterator[Scored]:
     """Score ``paths`` with ``model`` (eval mode, on ``device``); yield results in input order.
 
     ``prepared``: the inputs are prepared 256×256 images (skip the paper crop).
     ``keep_maps``: attach the attention maps (or CAM) of each image, as float32 arrays.
     ``amp``: bf16 autocast on CUDA. ``tta``: average the 8 flips/rotations (8× the work).
+    ``nan_is_error``: an image whose probabilities are not finite is an error naming ``name``
+    (training's validation keeps the NaN: its metrics say the run diverged).
     """
     workers = default_workers() if workers is None else workers
     loader = DataLoader(
@@ -151,6 +155,10 @@ def score_paths(
                                                  tta=tta)
                 mel = melanoma_index(meta.classes)
                 for j, i in enumerate(ok_idx):
+                    error = non_finite(str(paths[i]), name, probs[j]) if nan_is_error else None
+                    if error is not None:  # a NaN is an error, never a class
+                        results[i] = Scored(i, str(paths[i]), error=error)
+                        continue
                     results[i] = Scored(
                         i, str(paths[i]), float(probs[j, mel]),
                         {k: v[j] for k, v in host_maps.items()}, probs=tuple(map(float, probs[j])),
@@ -212,5 +220,5 @@ class Session:
         return score_paths(
             self.model, self.meta, paths, device=self.device, batch_size=batch_size,
             workers=workers, keep_maps=keep_maps, prepared=prepared, max_pixels=max_pixels,
-            amp=amp, tta=tta,
+            amp=amp, tta=tta, name=self.name,
         )

@@ -67,6 +67,14 @@ class ScoringSession(Protocol):
     ) -> Iterator[Scored]: ...
 
 
+def non_finite(path: str, model: str, probs: Sequence[float] | np.ndarray) -> str | None:
+    """The error of the image ``path`` whose class probabilities by ``model`` are not all
+    finite (None: they are): a NaN is never reported as a class."""
+    if np.isfinite(np.asarray(probs, dtype=np.float64)).all():
+        return None
+    return f"{path}: {model} gave a non-finite probability (NaN or infinity) for this image"
+
+
 def map_names(meta: CheckpointMeta) -> list[str]:
     """The maps a checkpoint's variant produces (pool3/pool4 or cam, or none)."""
     return list(MAPS.get(meta.arch, ()))

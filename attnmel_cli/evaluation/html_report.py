@@ -71,7 +71,7 @@ def _model_card(rep: dict[str, Any], data: EvalData, fingerprint: str | None) ->
     cfg = meta.get("train_config") or {}
     return {
         "name": rep["name"],
-        "path": rep["checkpoint"],
+        "path": Path(rep["checkpoint"]).name,  # a report is shared: no local folders in it
         "fields": [
             ("architecture", f"{meta['arch']} on {meta['backbone']}"
                              + (f" (width {meta['width']:g})" if meta["width"] != 1 else "")),
@@ -134,12 +134,29 @@ def _classes(report: dict[str, Any]) -> dict[str, Any] | None:
     return {"checkpoints": shown, "columns": CLASS_COLUMNS} if shown else None
 
 
+def _shown_path(path: str, base: Path) -> str:
+    """``path`` as a shared report shows it: relative to the data dir when inside it, else by
+    its name (no absolute folder of this machine)."""
+    try:
+        return str(Path(path).resolve().relative_to(base.resolve()))
+    except (ValueError, OSError, RuntimeError):
+        return Path(path).name
+
+
+def _shareable(report: dict[str, Any], source: Path) -> dict[str, Any]:
+    """The report with the data dir by name and failed images relative to it."""
+    failed = [{"path": _shown_path(f["path"], source),
+               "error": str(f["error"]).replace(f["path"], _shown_path(f["path"], source))}
+              for f in report["failed"]]
+    return {**report, "data": Path(report["data"]).name, "failed": failed}
+
+
 def render_html(
     evaluation: Evaluation, data: EvalData, gallery: list[tuple[Section, list[Card]]],
     *, created: datetime | None = None,
 ) -> str:
     """The report as one HTML document (``gallery``: :func:`build_gallery`'s sections)."""
-    report = evaluation.report
+    report = _shareable(evaluation.report, data.source)
     fingerprint = (data_fingerprint(read_manifest(data.source), prepared_crop_fraction(data.source))
                    if data.prepared else None)
     reps = report["checkpoints"]

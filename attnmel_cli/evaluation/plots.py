@@ -14,6 +14,7 @@ from sklearn.metrics import precision_recall_curve, roc_curve
 from attnmel_cli.evaluation import metrics
 from attnmel_cli.evaluation.results import ECE_BINS, Evaluation
 from attnmel_cli.io.atomic import atomic_path
+from attnmel_cli.io.safe_text import plain_label
 
 CLASS_PLOTS = ("roc_classes.png", "pr_classes.png", "confusion_matrix.png")
 
@@ -41,7 +42,7 @@ def curve_figures(evaluation: Evaluation) -> dict[str, Figure]:
     rel, rel_ax = _figure("Reliability", "mean predicted p(melanoma)", "fraction melanoma")
     rel_ax.plot([0, 1], [0, 1], ls=":", c="grey")
     for sc, rep in zip(evaluation.scores, evaluation.report["checkpoints"], strict=True):
-        name = sc.name
+        name = plain_label(sc.name)  # a file name: drawn as written, never as mathtext
         fpr, tpr, _ = roc_curve(sc.labels, sc.probs)
         roc_ax.plot(fpr, tpr, label=f"{name} (AUC {rep['roc_auc']['value']:.3f})")
         prec, rec, _ = precision_recall_curve(sc.labels, sc.probs)
@@ -78,9 +79,10 @@ def class_figures(evaluation: Evaluation) -> dict[str, Figure]:
     roc_fig, pr_fig, cm_fig = (figures[name] for name in CLASS_PLOTS)
     for k, (sc, section) in enumerate(shown, 1):
         roc_ax, pr_ax = roc_fig.add_subplot(1, len(shown), k), pr_fig.add_subplot(1, len(shown), k)
-        roc_ax.set(title=f"{sc.name}: one-vs-rest ROC", xlabel="1 − specificity",
+        title = plain_label(sc.name)
+        roc_ax.set(title=f"{title}: one-vs-rest ROC", xlabel="1 − specificity",
                    ylabel="sensitivity", xlim=(0, 1), ylim=(0, 1.02))
-        pr_ax.set(title=f"{sc.name}: one-vs-rest precision–recall", xlabel="recall",
+        pr_ax.set(title=f"{title}: one-vs-rest precision–recall", xlabel="recall",
                   ylabel="precision", xlim=(0, 1), ylim=(0, 1.02))
         roc_ax.plot([0, 1], [0, 1], ls=":", c="grey")
         for c, name in enumerate(section["classes"]):
@@ -88,14 +90,16 @@ def class_figures(evaluation: Evaluation) -> dict[str, Figure]:
             if 0 < y.sum() < len(y):
                 one = section["per_class"][name]
                 fpr, tpr, _ = roc_curve(y, p)
-                roc_ax.plot(fpr, tpr, label=f"{name} (AUC {one['roc_auc']['value']:.3f})")
+                roc_ax.plot(fpr, tpr,
+                            label=f"{plain_label(name)} (AUC {one['roc_auc']['value']:.3f})")
                 prec, rec, _ = precision_recall_curve(y, p)
                 pr_ax.step(rec, prec, where="post",
-                           label=f"{name} (AP {one['average_precision']['value']:.3f})")
+                           label=f"{plain_label(name)} "
+                                 f"(AP {one['average_precision']['value']:.3f})")
         for ax in (roc_ax, pr_ax):
             ax.grid(alpha=0.3)
             ax.legend(loc="lower right", fontsize="small")
-        _confusion_panel(cm_fig.add_subplot(1, len(shown), k), sc.name, section)
+        _confusion_panel(cm_fig.add_subplot(1, len(shown), k), title, section)
     return figures
 
 
@@ -104,9 +108,9 @@ def _confusion_panel(ax: Any, name: str, section: dict[str, Any]) -> None:
     counts = np.asarray(section["confusion_matrix"]["counts"])
     fraction = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
     ax.imshow(fraction, cmap="Blues", vmin=0, vmax=1)
-    ticks = range(len(section["classes"]))
-    ax.set_xticks(ticks, section["classes"], rotation=30, ha="right")
-    ax.set_yticks(ticks, section["classes"])
+    ticks, labels = range(len(section["classes"])), list(map(plain_label, section["classes"]))
+    ax.set_xticks(ticks, labels, rotation=30, ha="right")
+    ax.set_yticks(ticks, labels)
     ax.set(title=f"{name}: confusion matrix", xlabel="predicted class", ylabel="true class")
     for (i, j), n in np.ndenumerate(counts):
         ax.text(j, i, str(n), ha="center", va="center",

@@ -18,6 +18,7 @@ from attnmel_cli.evaluation.isic_scorer import PARTIAL_AUC_SENSITIVITY, SENSITIV
 from attnmel_cli.evaluation.plots import CLASS_PLOTS, write_plots
 from attnmel_cli.evaluation.results import SPECIFICITIES, Evaluation, Scores
 from attnmel_cli.io.atomic import ensure_dir, refuse_unless_forced, write_text_atomic
+from attnmel_cli.io.safe_text import csv_cell, printable
 from attnmel_cli.models.names import is_binary
 
 OUTPUT_FILES = (
@@ -83,7 +84,8 @@ def predictions_csv(scores: Sequence[Scores]) -> str:
     """:func:`prediction_records` as CSV with a header (``predictions.csv``).
 
     Probabilities are written in full precision, so recomputing a metric from the file gives
-    the report's value exactly.
+    the report's value exactly; a text cell a spreadsheet would run as a formula (an image id or
+    checkpoint name beginning with ``=``…) gets a leading ``'``.
     """
     buf = io.StringIO(newline="")
     writer = csv.writer(buf, lineterminator="\n")
@@ -92,7 +94,8 @@ def predictions_csv(scores: Sequence[Scores]) -> str:
                      *(f"jaccard_{n}" for n in _maps(scores))])
     for rec in prediction_records(scores):
         writer.writerow(
-            "" if v is None else repr(v) if isinstance(v, float) else v for v in rec.values()
+            "" if v is None else repr(v) if isinstance(v, float) else csv_cell(v)
+            for v in rec.values()
         )
     return buf.getvalue()
 
@@ -229,13 +232,14 @@ def class_tables(report: dict[str, Any]) -> list[Table]:
         section = classes_of(rep)
         if section is None:
             continue
-        per_class = Table(title=f"{rep['name']} · per class (one vs the rest)",
+        name = printable(rep["name"])  # a file name: its control characters escaped
+        per_class = Table(title=f"{name} · per class (one vs the rest)",
                           caption=f"rates of the predicted class: the {section['prediction']}")
         for k, column in enumerate(CLASS_COLUMNS):
             per_class.add_column(column, justify="right" if k else "left", no_wrap=not k)
         for cells in class_rows(section):
             per_class.add_row(*cells)
-        cm = Table(title=f"{rep['name']} · confusion matrix (rows: true, columns: predicted)")
+        cm = Table(title=f"{name} · confusion matrix (rows: true, columns: predicted)")
         cm.add_column("")
         for name in section["classes"]:
             cm.add_column(name, justify="right")
@@ -251,12 +255,12 @@ def report_table(report: dict[str, Any]) -> Table:
     reports = report["checkpoints"]
     left_out = report["score_weight_zero"]
     table = Table(
-        title=f"{report['data']} · split {report['split']} · {report['n_images']} images"
+        title=f"{printable(report['data'])} · split {report['split']} · {report['n_images']} images"
         + (f" ({left_out} of score_weight 0 left out)" if left_out else "")
     )
     table.add_column("metric")
     for rep in reports:
-        table.add_column(rep["name"], justify="right")
+        table.add_column(printable(rep["name"]), justify="right")
     for label, cells in metric_rows(report):
         table.add_row(label, *cells)
     return table

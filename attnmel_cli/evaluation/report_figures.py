@@ -14,6 +14,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from attnmel_cli.evaluation.results import Scores
+from attnmel_cli.io.safe_text import plain_label
 
 HISTOGRAM_BINS = 20
 
@@ -50,7 +51,8 @@ def score_histogram(sc: Scores, threshold: float) -> Figure:
                 label=f"{name} ({len(p)})")
         ax.hist(p, bins=bins, weights=weights, histtype="step", color=colour)
     ax.axvline(threshold, ls="--", c="black", lw=1, label=f"threshold {threshold:.3g}")
-    ax.set(title=sc.name, xlabel="p(melanoma)", ylabel="fraction of the class", xlim=(0, 1))
+    ax.set(title=plain_label(sc.name), xlabel="p(melanoma)", ylabel="fraction of the class",
+           xlim=(0, 1))
     ax.legend(fontsize="small")
     return fig
 
@@ -95,8 +97,11 @@ def diagnosis_chart(by_checkpoint: dict[str, list[DiagnosisRow]]) -> Figure:
     y = np.arange(len(names))
     for k, (checkpoint, rows) in enumerate(by_checkpoint.items()):
         rate = {r.diagnosis: r.rate for r in rows}
-        ax.barh(y + k * height, [rate.get(n, np.nan) for n in names], height, label=checkpoint)
-    ax.set_yticks(y + height * (len(by_checkpoint) - 1) / 2, [f"{n} ({count[n]})" for n in names])
+        ax.barh(y + k * height, [rate.get(n, np.nan) for n in names], height,
+                label=plain_label(checkpoint))
+    # diagnoses from a label file: drawn as written, never as mathtext
+    ax.set_yticks(y + height * (len(by_checkpoint) - 1) / 2,
+                  [f"{plain_label(n)} ({count[n]})" for n in names])
     ax.invert_yaxis()
     ax.set(xlim=(0, 1), xlabel="fraction called melanoma at the threshold")
     ax.grid(axis="x", alpha=0.3)

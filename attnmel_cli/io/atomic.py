@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
+import re
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -39,11 +42,48 @@ def ensure_dir(folder: str | Path) -> Path:
     return folder
 
 
+_LEGACY_AGE_S = 3600  # a temporary file named without its writer's process id: stale after this
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: running
+        return True
+    return True
+
+
+def remove_stale_temporaries(target: Path) -> list[Path]:
+    """Remove the temporary files of writes of ``target`` that a kill interrupted (their
+    writer's process id, in their name, is no longer running; an older name without it: an
+    hour old); return them. Nothing else is touched, a running writer's file least of all."""
+    folder = target.parent if str(target.parent) else Path(".")
+    name = re.escape(target.name)
+    tagged = re.compile(rf"\.{name}\.(\d+)\.[a-z0-9_]{{8}}\.tmp")
+    legacy = re.compile(rf"\.{name}\.[a-z0-9_]{{8}}\.tmp")
+    removed = []
+    for tmp in folder.glob(f".{glob.escape(target.name)}.*.tmp"):
+        match = tagged.fullmatch(tmp.name)
+        try:
+            stale = (not _running(int(match[1])) if match else
+                     legacy.fullmatch(tmp.name) is not None
+                     and time.time() - tmp.lstat().st_mtime > _LEGACY_AGE_S)
+            if stale:
+                tmp.unlink()
+                removed.append(tmp)
+        except OSError:  # gone meanwhile, or not ours to remove
+            continue
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | Path, *, overwrite: bool = True) -> Iterator[Path]:
     """Yield a temporary path in ``target``'s folder; rename it onto ``target`` on success.
 
-    On any exception the temporary file is removed and ``target`` is left as it was.
+    On any exception the temporary file is removed and ``target`` is left as it was; those of
+    earlier writes that a kill interrupted go first (:func:`remove_stale_temporaries`).
     With ``overwrite=False`` an existing ``target`` is refused before anything is written.
     """
     target = Path(target)
@@ -51,7 +91,9 @@ def atomic_path(target: str | Path, *, overwrite: bool = True) -> Iterator[Path]
     folder = target.parent if str(target.parent) else Path(".")
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
+        remove_stale_temporaries(target)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp",
+                                        dir=folder)
     except OSError as exc:
         raise AttnMelError(f"{target}: cannot write here ({exc.strerror or exc})") from None
     os.close(fd)

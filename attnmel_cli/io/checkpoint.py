@@ -32,6 +32,8 @@ from attnmel_cli.config import (
 )
 from attnmel_cli.errors import AttnMelError, CheckpointError
 from attnmel_cli.io.atomic import atomic_path
+from attnmel_cli.io.meta_fields import FieldError, integer, parse_header
+from attnmel_cli.io.safe_text import printable
 from attnmel_cli.models.backbones.specs import DEFAULT_STRIDES, check_backbone_name
 from attnmel_cli.models.names import ARCHS, CLASSES, class_problems
 
@@ -114,35 +116,19 @@ class CheckpointMeta:
                 f"format={FORMAT!r} in its metadata)"
             )
         try:
-            version = int(header.get("format_version", ""))
-            meta = cls(
-                arch=header["arch"],
-                backbone=header["backbone"],
-                width=float(header["width"]),
-                image_size=int(header["image_size"]),
-                classes=tuple(json.loads(header["classes"])),
-                mean=tuple(float(v) for v in json.loads(header["mean"])),
-                std=tuple(float(v) for v in json.loads(header["std"])),
-                train_config=json.loads(header.get("train_config", "{}")),
-                metrics=json.loads(header.get("metrics", "{}")),
-                data_fingerprint=header.get("data_fingerprint", ""),
-                attnmel_version=header.get("attnmel_version", "unknown"),
-                strides=tuple(int(v) for v in json.loads(header.get("strides", "[8, 16, 32]"))),
-                sources=_sources(header),
-                **_preprocessing_fields(header),
-            )
-        except (KeyError, ValueError, TypeError, AttributeError) as exc:
-            raise CheckpointError(
-                f"{path}: invalid attnmel checkpoint metadata ({exc!r})"
-            ) from None
+            version = integer("format_version", header.get("format_version", ""), high=10**6)
+            fields = parse_header(header)
+        except FieldError as exc:
+            raise CheckpointError(f"{path}: invalid attnmel checkpoint metadata: {exc}") from None
         if version > FORMAT_VERSION:
             raise CheckpointError(
                 f"{path}: checkpoint format {version} is newer than this attnmel supports "
                 f"({FORMAT_VERSION}); upgrade attnmel"
             )
+        pre_size = fields.pop("preprocessing_image_size")
+        meta = cls(**fields)
         problems = _problems(meta)
-        pre_size = json.loads(header.get("preprocessing", "{}")).get("image_size", meta.image_size)
-        if int(pre_size) != meta.image_size:
+        if pre_size is not None and pre_size != meta.image_size:
             problems.append(f"preprocessing image_size {pre_size} ≠ image_size {meta.image_size}")
         if problems:
             raise CheckpointError(
@@ -151,42 +137,22 @@ class CheckpointMeta:
         return meta
 
 
-def _sources(header: dict[str, str]) -> list[dict[str, Any]]:
-    """The ``sources`` header: a list of objects (absent: [])."""
-    sources = json.loads(header.get("sources", "[]"))
-    if not isinstance(sources, list) or not all(isinstance(s, dict) for s in sources):
-        raise ValueError("sources is not a list of objects")
-    return sources
-
-
-def _preprocessing_fields(header: dict[str, str]) -> dict[str, Any]:
-    """The ``preprocessing`` header as CheckpointMeta fields (absent: the paper's defaults)."""
-    if "preprocessing" not in header:
-        return {}
-    pre = json.loads(header["preprocessing"])
-    return {
-        "resize": int(pre.get("resize", 0)),
-        "crop_fraction": float(pre.get("crop_fraction", CROP_FRACTION)),
-        "prepared_size": int(pre.get("prepared_size", PREPARED_SIZE)),
-        "interpolation": str(pre.get("interpolation", INTERPOLATION)),
-    }
-
-
 def _problems(meta: CheckpointMeta) -> list[str]:
     """What is wrong with validly typed metadata (empty: nothing)."""
     problems = []
     if meta.arch not in ARCHS:
-        problems.append(f"unknown arch {meta.arch!r}")
+        problems.append(f"unknown arch {printable(repr(meta.arch))}")
     try:
         check_backbone_name(meta.backbone)
     except AttnMelError:
-        problems.append(f"unknown backbone {meta.backbone!r}")
+        problems.append(f"unknown backbone {printable(repr(meta.backbone))}")
     if len(meta.strides) != 3 or list(meta.strides) != sorted(set(meta.strides)):
         problems.append(f"strides {list(meta.strides)} are not three increasing strides")
     if not 0 < meta.crop_fraction <= 1:
         problems.append(f"crop_fraction {meta.crop_fraction} outside (0, 1]")
     if meta.interpolation != INTERPOLATION:
-        problems.append(f"interpolation {meta.interpolation!r} unsupported (only bilinear)")
+        problems.append(f"interpolation {printable(repr(meta.interpolation))} unsupported "
+                        "(only bilinear)")
     if meta.resize and meta.resize < meta.image_size:
         problems.append(f"resize {meta.resize} smaller than image_size {meta.image_size}")
     if not 0 < meta.width <= 1:

@@ -25,6 +25,7 @@ from attnmel_cli.errors import AttnMelError
 from attnmel_cli.io.atomic import atomic_path
 from attnmel_cli.io.digest import file_sha256
 from attnmel_cli.io.user_cache import cache_dir
+from attnmel_cli.models.backbones.base import weights_refusal
 from attnmel_cli.models.backbones.timm import resolve_timm_name
 
 if TYPE_CHECKING:
@@ -161,10 +162,7 @@ def load_source_state_dict(path: Path) -> dict[str, Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise AttnMelError(
-            f"cannot read ImageNet weights {path} safely ({type(e).__name__}: {first})"
-        ) from e
+        raise AttnMelError(weights_refusal(path, e)) from None
     if not isinstance(state, Mapping) or not all(
         isinstance(k, str) and isinstance(v, Tensor) for k, v in state.items()
     ):

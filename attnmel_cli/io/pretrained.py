@@ -4,6 +4,7 @@ Models themselves know no files (:mod:`attnmel_cli.models.registry`)."""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,6 +14,7 @@ from torch import Tensor
 from attnmel_cli.errors import AttnMelError
 from attnmel_cli.models import registry
 from attnmel_cli.models.attnmel import AttnMelNet
+from attnmel_cli.models.backbones.base import weights_refusal
 from attnmel_cli.models.backbones.specs import (
     DEFAULT_STRIDES,
     LITE_BACKBONES,
@@ -105,9 +107,11 @@ def imagenet_state_dict(backbone: str, weights_file: Path | None) -> dict[str, T
 
             return load_file(weights_file)
         try:  # weights_only: tensors only, no pickled code is executed
-            return torch.load(weights_file, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # torch's notes on odd pickles: the refusal says it
+                warnings.simplefilter("ignore")
+                return torch.load(weights_file, map_location="cpu", weights_only=True)
         except Exception as exc:  # any failure means an unusable file
-            raise AttnMelError(f"{weights_file}: not a torchvision state dict ({exc})") from None
+            raise AttnMelError(weights_refusal(weights_file, exc)) from None
     cached = imagenet_weights_file(backbone)
     if not cached.is_file():
         raise AttnMelError(

@@ -22,6 +22,7 @@ from rich.table import Table
 from rich.text import Text
 
 from attnmel_cli.errors import AttnMelError
+from attnmel_cli.io.safe_text import csv_cell, printable
 from attnmel_cli.models.names import CLASSES, is_binary, melanoma_index
 
 LEGACY_LABEL = "label"  # deprecated copy of ``prediction``; to be removed in attnmel 0.3
@@ -121,7 +122,9 @@ class RecordWriter:
 
     def write(self, rec: dict[str, Any]) -> None:
         if self._csv is not None:
-            self._csv.writerow({k: "" if rec.get(k) is None else rec[k] for k in self.fields})
+            # a path or class name a spreadsheet would run as a formula gets a leading '
+            self._csv.writerow({k: "" if rec.get(k) is None else csv_cell(rec[k])
+                                for k in self.fields})
         elif self.fmt == "jsonl":
             self.stream.write(json.dumps(rec, ensure_ascii=False) + "\n")
         else:
@@ -142,15 +145,16 @@ class RecordWriter:
             table.add_column(name, justify="right" if name == "p_melanoma" else "left")
         melanoma = self.classes[melanoma_index(self.classes)]
         for rec in self._rows:
-            path = Text(rec["path"])  # literal: a file name may look like Rich markup
+            # literal (a file name may look like Rich markup), control characters escaped
+            path = Text(printable(rec["path"]))
             if rec.get("error"):
-                table.add_row(path, "—", Text(f"error: {rec['error']}", style="red"))
+                table.add_row(path, "—", Text(f"error: {printable(rec['error'])}", style="red"))
                 continue
             if is_binary(self.classes):
                 pred = Text("melanoma", style="bold red") if rec["prediction"] else Text("other")
             else:
                 name = rec["prediction"]
-                pred = Text(f"{name} {rec[f'p_{name}']:.3f}",
+                pred = Text(f"{printable(name)} {rec[f'p_{name}']:.3f}",
                             style="bold red" if name == melanoma else "")
             table.add_row(path, f"{rec['p_melanoma']:.3f}", pred)
         return table

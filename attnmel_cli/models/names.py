@@ -12,6 +12,7 @@ CLASSES = ("other", "melanoma")  # the binary model: index 1 is the melanoma pro
 MELANOMA_NAMES = ("melanoma", "MEL")
 # The maps each variant returns beside its logits (``forward``'s second output).
 MAPS: dict[str, tuple[str, ...]] = {"attnmel": ("pool3", "pool4"), "vgg16-gap": ("cam",)}
+MAX_NAME = 64  # characters of a class name
 
 
 def is_binary(classes: Sequence[str]) -> bool:
@@ -27,10 +28,23 @@ def melanoma_index(classes: Sequence[str]) -> int:
     raise ValueError(f"no melanoma class among {list(classes)}")
 
 
+def name_problem(name: object) -> str | None:
+    """Why ``name`` cannot be a class name (None: it can): a string of 1–:data:`MAX_NAME`
+    printable characters (it reaches terminals, CSV files and plots). Shown with ``ascii()``:
+    a refused name never puts its control characters on a terminal."""
+    if not isinstance(name, str):
+        return f"class name {ascii(name)[:80]} is not a string"
+    if not name or not name.isprintable() or len(name) > MAX_NAME:
+        return f"class name {name[:MAX_NAME + 1]!a} is not 1–{MAX_NAME} printable characters"
+    return None
+
+
 def class_problems(classes: Sequence[str]) -> list[str]:
-    """What is wrong with a ``classes`` list (empty: nothing): at least two distinct non-empty
-    names, one of them the melanoma class."""
-    problems = []
+    """What is wrong with a ``classes`` list (empty: nothing): at least two distinct names
+    (:func:`name_problem`), one of them the melanoma class."""
+    problems = [p for p in map(name_problem, classes) if p][:1]
+    if problems:
+        return problems
     if len(classes) < 2:
         problems.append(f"classes {list(classes)}: need at least 2")
     if len(set(classes)) != len(classes) or not all(isinstance(c, str) and c for c in classes):

@@ -10,6 +10,7 @@ dermoscopic features.
 from __future__ import annotations
 
 import csv
+import logging
 import os
 import re
 from collections import defaultdict
@@ -19,6 +20,9 @@ from pathlib import Path
 from attnmel_cli.data.decode import IMAGE_SUFFIXES
 from attnmel_cli.data.manifest import Problems
 from attnmel_cli.errors import DataError
+from attnmel_cli.io.safe_text import has_unsafe, printable
+
+log = logging.getLogger("attnmel")
 
 SPLIT_WORDS = {
     "train": "train",
@@ -78,16 +82,27 @@ def image_id_of(name: str) -> str:
     return stem if dot and f".{suffix.lower()}" in IMAGE_SUFFIXES else base
 
 
+def _unusable(path: Path) -> bool:
+    """Whether a name found on disk cannot go into a manifest: control characters (a CR or LF
+    would break its line), or bytes that are not UTF-8; said in one line, then skipped."""
+    if not has_unsafe(path.name):
+        return False
+    log.warning("skipped %s: its name holds control characters or bytes that are not UTF-8 "
+                "(rename it to use it)", printable(path))
+    return True
+
+
 def index_files(root: Path, exclude: Path | None = None) -> FileIndex:
     """Index images, masks, superpixels, feature JSONs and CSVs under ``root`` (hidden and
-    ``exclude`` folders skipped)."""
+    ``exclude`` folders skipped, and names that cannot go into a manifest: :func:`_unusable`)."""
     index = FileIndex()
     for folder, dirs, names in os.walk(root):
         here = Path(folder)
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and here / d != exclude)
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and here / d != exclude
+                         and not _unusable(here / d))
         for name in sorted(names):
             path = here / name
-            if name.startswith("."):
+            if name.startswith(".") or _unusable(path):
                 continue
             if m := _MASK_RE.fullmatch(name):
                 kind = index.lesion_masks if m[2].lower() == "segmentation" else index.superpixels

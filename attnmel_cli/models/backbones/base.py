@@ -6,6 +6,8 @@ support, :mod:`.timm`).
 
 from __future__ import annotations
 
+import pickle
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from attnmel_cli.errors import AttnMelError
@@ -57,3 +59,14 @@ def backbone_normalization(backbone: str) -> tuple[tuple[float, ...], tuple[floa
 
     cfg = data_config(resolve_timm_name(backbone))
     return tuple(cfg["mean"]), tuple(cfg["std"])
+
+
+def weights_refusal(weights_file: Path, exc: Exception) -> str:
+    """Why ``torch.load(weights_only=True)`` refused a weights file, in one line. torch's own
+    message advises loading it with ``weights_only=False``, which would run whatever code the
+    file holds: never passed on."""
+    if isinstance(exc, pickle.UnpicklingError) or "weights_only" in str(exc):
+        return (f"{weights_file}: refused: it holds Python objects besides tensors, and "
+                "unpickling them could run code; attnmel loads only plain tensors (a state dict, "
+                "or a .safetensors file)")
+    return f"{weights_file}: not a PyTorch state dict ({type(exc).__name__})"

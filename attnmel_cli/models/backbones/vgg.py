@@ -1,14 +1,9 @@
 """The VGG-16 / VGG-16-BN convolutional stack (torchvision's layer order and state-dict keys), a
-width multiplier, and torchvision's ImageNet weights for it."""
+width multiplier (its ImageNet weights are read by :mod:`attnmel_cli.io.pretrained`)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from torch import Tensor, nn
-
-if TYPE_CHECKING:
-    pass
 
 # torchvision's VGG-16 configuration "D": channels per conv, "M" = max pool.
 VGG16_CFG: tuple[int | str, ...] = (
