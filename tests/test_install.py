@@ -255,7 +255,7 @@ def test_readme_quick_start_runs_as_written(venv: Path, tmp_path: Path) -> None:
     section, commands = _quick_start()
     steps = [c for c in commands if not INSTALL_STEPS.fullmatch(c)]
     assert steps[0].startswith("attnmel predict"), commands  # the scoring command comes first
-    assert set(steps[1:]) <= {"ruff check .", "pytest"}, steps  # the test suite: run by CI
+    assert set(steps[1:]) <= {"ruff check .", "lint-imports", "pytest"}, steps  # run by CI
     inline = re.findall(r"`(attnmel [^`]+)`", section)  # e.g. the explain command of the text
     (tmp_path / "examples").symlink_to(REPO / "examples")  # run from a checkout's root
     results = [_run(*shlex.split(c), cwd=tmp_path, env=_env(venv)) for c in [steps[0], *inline]]
