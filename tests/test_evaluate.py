@@ -24,8 +24,9 @@ from attnmel_cli.data.prepare import prepare_dataset
 from attnmel_cli.errors import AttnMelError, DataError
 from attnmel_cli.evaluation.inputs import load_data
 from attnmel_cli.evaluation.masks import load_mask
-from attnmel_cli.evaluation.rendering import check_outputs, report_json, report_table
-from attnmel_cli.evaluation.report import display_names, parse_threshold, run_evaluation
+from attnmel_cli.evaluation.outputs import check_outputs, parse_threshold
+from attnmel_cli.evaluation.rendering import report_json, report_table
+from attnmel_cli.evaluation.report import display_names, run_evaluation
 from attnmel_cli.io.default_model import default_checkpoint
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

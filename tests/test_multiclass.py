@@ -37,7 +37,7 @@ from attnmel_cli.models.names import CLASSES
 
 pytestmark = pytest.mark.usefixtures("restore_logging")
 
-BINARY_HEADER = "path,p_melanoma,prediction,checkpoint,error,label"  # label: deprecated copy
+BINARY_HEADER = "path,p_melanoma,prediction,checkpoint,error"
 EXPLICIT = "melanoma,nevus,other"  # seborrheic keratoses and dermatofibromas → other
 
 
@@ -186,17 +186,17 @@ def test_predict_subprocess(trained, photos) -> None:
         _assert_multiclass(row, ISIC2017_CLASSES)
 
 
-def test_binary_records_unchanged(tiny_checkpoint, photos, invoke) -> None:
+def test_binary_records_name_the_class(tiny_checkpoint, photos, invoke) -> None:
     result = invoke("predict", "-c", tiny_checkpoint, photos[0], "-f", "csv", "-j", "0")
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines()[0] == BINARY_HEADER
     (row,) = _csv(result.stdout)[1]
-    assert row["prediction"] == row["label"] == str(int(float(row["p_melanoma"]) >= 0.5))
-    assert "deprecated" in result.stderr
+    assert row["prediction"] == ("melanoma" if float(row["p_melanoma"]) >= 0.5 else "other")
+    assert "label" not in row and "deprecated" not in result.stderr
     rec = json.loads(
         invoke("predict", "-c", tiny_checkpoint, photos[0], "-f", "jsonl", "-j", "0").stdout)
-    assert list(rec) == ["path", "p_melanoma", "prediction", "checkpoint", "label"]
-    assert rec["prediction"] in (0, 1)
+    assert list(rec) == ["path", "p_melanoma", "prediction", "checkpoint"]
+    assert rec["prediction"] in ("melanoma", "other")
     assert record_fields(CLASSES) == FIELDS
 
 
@@ -213,7 +213,8 @@ def test_record_fields_and_values() -> None:
     assert rec == {"path": "a.jpg", "p_melanoma": 0.2, "p_MEL": 0.2, "p_NV": 0.5, "p_other": 0.3,
                    "prediction": "NV", "checkpoint": "m"}
     binary = record("a.jpg", 0.5, None, "m", None, probs=(0.5, 0.5))
-    assert binary["prediction"] == 1 and binary["label"] == 1 and "p_other" not in binary
+    assert binary["prediction"] == "melanoma" and "label" not in binary and "p_other" not in binary
+    assert record("a.jpg", 0.4, None, "m", None)["prediction"] == "other"
 
 
 def test_predicted_index() -> None:

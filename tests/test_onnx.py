@@ -393,16 +393,19 @@ def test_the_default_model_scores_through_onnx_runtime_without_torch(tmp_path) -
 
 
 def test_readme_plain_onnxruntime_snippet(tiny, photos, tmp_path) -> None:
-    """README's ten lines of plain onnxruntime give attnmel's p_melanoma (a 256×256 photo)."""
+    """README's ten lines of plain onnxruntime give attnmel's p_melanoma (a 256×256 photo and a
+    full-resolution one: attnmel decodes every photo in full, as the snippet does)."""
     _, model = tiny
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     after = readme.split("Scoring with plain `onnxruntime`", 1)[1]
     snippet = after.split("```python\n", 1)[1].split("```", 1)[0]
     script = tmp_path / "score.py"
     script.write_text(snippet.replace('"attnmel.onnx"', repr(str(model))), encoding="utf-8")
-    done = subprocess.run([sys.executable, str(script), photos[3]], capture_output=True,
-                          text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    p = float(done.stdout.split()[-1])
-    (expected,) = OnnxSession.load(model, "cpu").score([photos[3]], workers=0)
-    assert abs(p - expected.p_melanoma) <= 1e-6
+    session = OnnxSession.load(model, "cpu")
+    for photo in (photos[3], photos[0]):
+        done = subprocess.run([sys.executable, str(script), photo], capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        p = float(done.stdout.split()[-1])
+        (expected,) = session.score([photo], workers=0)
+        assert abs(p - expected.p_melanoma) <= 1e-6, photo

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from attnmel_cli.cli.console import log, progress, report_failure
+from attnmel_cli.cli.early import checked_checkpoint
 from attnmel_cli.cli.options import (
     AmpOpt,
     BatchOpt,
@@ -23,9 +24,10 @@ from attnmel_cli.cli.options import (
 )
 from attnmel_cli.config import DEFAULT_MAX_PIXELS
 from attnmel_cli.deploy.onnx_deps import is_onnx
+from attnmel_cli.engine.torchrun import refuse
 from attnmel_cli.errors import EXIT_OK, EXIT_PARTIAL
 from attnmel_cli.io.atomic import ensure_dir
-from attnmel_cli.io.default_model import default_checkpoint, onnx_default, resolve_checkpoint
+from attnmel_cli.io.default_model import default_checkpoint, onnx_default
 
 
 def explain(
@@ -47,19 +49,18 @@ def explain(
     """Write, per image, the attention maps (CAM for vgg16-gap) over the photo at its own size
     (an ``.onnx`` checkpoint from ``attnmel export`` is run by ONNX Runtime, without torch; so is
     the shipped model without --checkpoint where onnxruntime is installed)."""
+    if checkpoint is None:  # the default model: its ONNX export where ONNX Runtime serves
+        checkpoint = onnx_default(device)
+    if not is_onnx(checkpoint if checkpoint is not None else default_checkpoint()):
+        refuse("explain", "split the inputs with --shard I/N instead (one job per shard)")
+    checkpoint = checked_checkpoint(checkpoint)  # before torch loads
     from attnmel_cli.data.image_files import collect_inputs  # lazy: numpy, Pillow, OpenCV…
     from attnmel_cli.deploy.runtime import load_session
     from attnmel_cli.viz.explain import check_explainable, explain_paths
 
-    if checkpoint is None:  # the default model: its ONNX export where ONNX Runtime serves
-        checkpoint = onnx_default(device)
-    if not is_onnx(checkpoint if checkpoint is not None else default_checkpoint()):
-        from attnmel_cli.engine.distributed import refuse  # lazy: torch
-
-        refuse("explain", "split the inputs with --shard I/N instead (one job per shard)")
     inputs = collect_inputs(paths, recursive, shard_spec)
     ensure_dir(out)  # a folder that cannot be written fails now, not once per image
-    session = load_session(resolve_checkpoint(checkpoint), device)
+    session = load_session(checkpoint, device)
     check_explainable(session)
     failed = 0
     with progress() as bar:

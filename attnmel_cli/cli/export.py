@@ -13,6 +13,7 @@ from attnmel_cli.cli.console import log
 from attnmel_cli.cli.options import ForceOpt
 from attnmel_cli.errors import AttnMelError
 from attnmel_cli.io.atomic import refuse_unless_forced
+from attnmel_cli.io.checkpoint import read_metadata
 
 
 def export(
@@ -45,12 +46,12 @@ def export(
     """Write the checkpoint's model as ONNX: input a float batch (N, 3, S, S), outputs the logits
     and the attention maps (or CAM); the checkpoint's metadata goes into the model's metadata.
     Prints the written path on stdout."""
-    from attnmel_cli.deploy.export import export_onnx  # lazy: torch, onnx
-    from attnmel_cli.deploy.quantize import quantize_int8
-
     if int8 != (calibrate is not None):
         raise AttnMelError("--int8 and --calibrate PREPARED_DIR go together")
     refuse_unless_forced(out if out.exists() else None, force=force)
+    read_metadata(checkpoint)  # a missing or foreign file: one line, before torch loads
+    from attnmel_cli.deploy.export import export_onnx  # lazy: torch, onnx
+    from attnmel_cli.deploy.quantize import quantize_int8
     if not int8:
         export_onnx(checkpoint, out, overwrite=force)
     else:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from attnmel_cli.cli.console import log, progress, report_failure
+from attnmel_cli.cli.early import checked_checkpoint
 from attnmel_cli.cli.options import (
     AmpOpt,
     BatchOpt,
@@ -25,16 +26,10 @@ from attnmel_cli.cli.options import (
 )
 from attnmel_cli.config import DEFAULT_MAX_PIXELS, default_workers
 from attnmel_cli.deploy.onnx_deps import is_onnx
+from attnmel_cli.engine.torchrun import under_torchrun
 from attnmel_cli.errors import EXIT_OK, EXIT_PARTIAL
 from attnmel_cli.io.default_model import default_checkpoint, onnx_default, resolve_checkpoint
-from attnmel_cli.io.records import (
-    LEGACY_LABEL,
-    LEGACY_LABEL_NOTE,
-    RecordWriter,
-    check_format,
-    default_format,
-    record,
-)
+from attnmel_cli.io.records import RecordWriter, check_format, default_format, record
 
 if TYPE_CHECKING:
     from attnmel_cli.cli.scoring import Row
@@ -88,6 +83,8 @@ def predict(
     the shipped model without --checkpoint where onnxruntime is installed (its ONNX export, on
     the CPU or a GPU ONNX Runtime can use). The checkpoint column names the file that scored.
     """
+    if fmt is not None:
+        check_format(fmt)
     if checkpoint is None:  # the default model: its ONNX export where ONNX Runtime serves
         checkpoint = onnx_default(device)
     options = (paths, checkpoint, recursive, fmt, threshold, overlay, overlay_dir, overlay_map,
@@ -97,6 +94,8 @@ def predict(
 
         _predict(None, lambda path: OnnxSession.load(path, device), *options)
         return
+    if not under_torchrun():  # a bad checkpoint is reported before torch loads
+        checked_checkpoint(checkpoint)
     from attnmel_cli.engine.distributed import process_group  # lazy: torch
     from attnmel_cli.engine.inference import Session
 
@@ -153,8 +152,6 @@ def _predict(
         raise typer.Exit(EXIT_OK)
     classes = session.meta.classes
     writer, failed = RecordWriter(fmt, classes=classes), 0
-    if fmt != "table" and LEGACY_LABEL in writer.fields:
-        log.warning(LEGACY_LABEL_NOTE)
     for path, p, probs, error in rows:
         if error is not None:
             failed += 1

@@ -57,8 +57,8 @@ def prepare(
     ] = CROP_FRACTION,
 ) -> None:
     """Check a labelled dataset, then write it preprocessed (paper crop, 256×256) with its masks."""
-    from attnmel_cli.data.prepare import prepare_dataset  # lazy: numpy, Pillow
-    from attnmel_cli.engine.distributed import refuse  # lazy: torch
+    from attnmel_cli.data.prepare import prepare_dataset  # lazy: numpy, Pillow (never torch)
+    from attnmel_cli.engine.torchrun import refuse
 
     refuse("prepare")
     with progress() as bar:

@@ -251,12 +251,3 @@ def make_sampler(
     return ShardedOversamplingSampler(
         labels, factor, seed, passes, rank=d.rank, world=d.world, batch_size=batch_size
     )
-
-
-def refuse(command: str, hint: str = "run it in one process") -> None:
-    """Stop a command that does not split its work when it runs under torchrun."""
-    if from_env().enabled:
-        raise AttnMelError(
-            f"{command} does not run under torchrun (every process would redo all the work); "
-            f"{hint}"
-        )

@@ -13,17 +13,12 @@ from typing import Any
 
 from rich.table import Table
 
-from attnmel_cli.errors import AttnMelError
 from attnmel_cli.evaluation.isic_scorer import PARTIAL_AUC_SENSITIVITY, SENSITIVITIES
-from attnmel_cli.evaluation.plots import CLASS_PLOTS, write_plots
+from attnmel_cli.evaluation.outputs import check_outputs
+from attnmel_cli.evaluation.plots import write_plots
 from attnmel_cli.evaluation.results import SPECIFICITIES, Evaluation, Scores
-from attnmel_cli.io.atomic import ensure_dir, refuse_unless_forced, write_text_atomic
+from attnmel_cli.io.atomic import write_text_atomic
 from attnmel_cli.models.names import is_binary
-
-OUTPUT_FILES = (
-    "predictions.csv", "report.json", "roc.png", "pr.png", "reliability.png", "report.html",
-    *CLASS_PLOTS,
-)
 
 
 def _finite_or_none(value: Any) -> Any:
@@ -106,15 +101,6 @@ def stdout_text(evaluation: Evaluation, fmt: str) -> str:
         return predictions_csv(evaluation.scores)
     records = prediction_records(evaluation.scores)
     return "".join(json.dumps(rec, ensure_ascii=False) + "\n" for rec in records)
-
-
-def check_outputs(out: Path, *, overwrite: bool = False) -> None:
-    """Refuse, before any work, an ``out`` that holds evaluate's files unless ``overwrite``."""
-    if out.exists() and not out.is_dir():
-        raise AttnMelError(f"{out}: exists and is not a folder")
-    existing = (out / f for f in OUTPUT_FILES if (out / f).exists())
-    refuse_unless_forced(next(existing, None), force=overwrite)
-    ensure_dir(out)  # fail now, not after scoring, where the folder cannot be written
 
 
 def write_outputs(evaluation: Evaluation, out: Path, *, overwrite: bool = False) -> list[Path]:

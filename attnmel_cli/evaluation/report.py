@@ -5,7 +5,6 @@ side by side on the same images.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -41,19 +40,6 @@ from attnmel_cli.models.names import is_binary
 # How ``evaluate`` calls an image melanoma; the ISIC scorer calls it so when p > 0.5, which
 # differs only for an image scored exactly at the threshold (counted in ``n_at_threshold``).
 DECISION_RULE = "p_melanoma >= threshold"
-
-
-def parse_threshold(text: str) -> float | None:
-    """``--threshold``: a probability in [0, 1], or ``val`` (→ ``None``: choose on validation)."""
-    if text.strip().lower() == "val":
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not 0 <= value <= 1:
-        raise AttnMelError(f"--threshold must be a probability in [0, 1] or 'val'; got {text!r}")
-    return value
 
 
 def checkpoint_report(

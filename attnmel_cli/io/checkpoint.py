@@ -202,21 +202,30 @@ def _describe_non_safetensors(path: Path) -> str:
     return f"{path}: not a safetensors file (truncated, corrupt or another format)"
 
 
-def read_tensors(path: str | Path) -> tuple[dict[str, Tensor], dict[str, str]]:
-    """All tensors and the raw header metadata of any safetensors file, validated by safetensors."""
-    path = Path(path)
+def _check_file(path: Path) -> None:
     if not path.is_file():
         raise CheckpointError(
             f"{path}: checkpoint not found" if not path.exists() else f"{path}: not a file"
         )
+
+
+def _unreadable(path: Path, exc: Exception) -> CheckpointError:
+    """The one-line error for a file safetensors could not open."""
+    if isinstance(exc, PermissionError):
+        return CheckpointError(f"{path}: permission denied")
+    return CheckpointError(_describe_non_safetensors(path))
+
+
+def read_tensors(path: str | Path) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """All tensors and the raw header metadata of any safetensors file, validated by safetensors."""
+    path = Path(path)
+    _check_file(path)
     try:
         with safe_open(str(path), framework="pt", device="cpu") as fh:
             header = fh.metadata() or {}
             tensors = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118 - safe_open API
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        if isinstance(exc, PermissionError):
-            raise CheckpointError(f"{path}: permission denied") from None
-        raise CheckpointError(_describe_non_safetensors(path)) from None
+        raise _unreadable(path, exc) from None
     return tensors, header
 
 
@@ -249,13 +258,15 @@ def save_checkpoint(
 
 
 def read_header(path: str | Path) -> dict[str, str]:
-    """The raw header metadata of a safetensors file, without reading its tensors."""
+    """The raw header metadata of a safetensors file, without reading its tensors (or importing
+    torch: a missing or foreign file is reported before anything heavy loads)."""
+    path = Path(path)
+    _check_file(path)
     try:
         with safe_open(str(path), framework="numpy") as fh:
             return fh.metadata() or {}
-    except (SafetensorError, OSError, ValueError, RuntimeError):
-        read_tensors(path)  # raises the precise error
-        raise
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise _unreadable(path, exc) from None
 
 
 def read_metadata(path: str | Path) -> CheckpointMeta:
