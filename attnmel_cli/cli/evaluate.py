@@ -179,6 +179,7 @@ def _setup(
 
 def _render(result: Evaluation, out: Path | None, fmt: str, force: bool) -> None:
     """Failed images on stderr, the files in ``out``, the report as JSON (stdout) or a table."""
+    from attnmel_cli.evaluation.leakage import overlap_sentence
     from attnmel_cli.evaluation.rendering import (
         class_tables,
         report_table,
@@ -188,6 +189,9 @@ def _render(result: Evaluation, out: Path | None, fmt: str, force: bool) -> None
 
     for failure in result.report["failed"]:
         report_failure(failure["path"], failure["error"])
+    for rep in result.report["checkpoints"]:  # the table's title says it otherwise
+        if rep["training_overlap"]["trained_on_evaluated_images"] and fmt != "table":
+            log.warning("%s", overlap_sentence(rep))
     if result.report["score_weight_zero"]:
         log.info("left out %d images of score_weight 0", result.report["score_weight_zero"])
     for rep in result.report["checkpoints"]:

@@ -142,7 +142,7 @@ def _predict(
                 session, inputs, (lo, hi), overlay=overlay, overlay_dir=overlay_dir,
                 map_name=map_name, batch_size=batch_size,
                 workers=workers,
-                max_pixels=max_pixels, force=force, amp=amp, tta=tta,
+                max_pixels=max_pixels, force=force, amp=amp, tta=tta, threshold=threshold,
                 advance=lambda: bar.advance(task),
             )
 

@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader
 
 from attnmel_cli.config import TrainConfig, default_train_workers
 from attnmel_cli.data.classes import class_labels, class_weights, resolve_classes
+from attnmel_cli.data.id_set import encode_ids
 from attnmel_cli.data.manifest import MANIFEST_NAME, Row
 from attnmel_cli.data.prepare import prepared_crop_fraction
 from attnmel_cli.data.sampler import OversamplingSampler
@@ -137,6 +138,7 @@ def _build(
         image_size=config.image_size, classes=classes, mean=mean, std=std, strides=model.strides,
         train_config=config.as_record(), data_fingerprint=fingerprint,
         crop_fraction=prepared_crop_fraction(config.data),
+        train_image_ids=encode_ids(r.image_id for r in train_rows),
     )
     if state is not None and dist.is_main:
         model.load_state_dict(last_weights(config.out, state.epoch), strict=True)

@@ -11,9 +11,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 
 from attnmel_cli.evaluation.isic_scorer import PARTIAL_AUC_SENSITIVITY, SENSITIVITIES
+from attnmel_cli.evaluation.leakage import overlap_sentence
 from attnmel_cli.evaluation.outputs import check_outputs
 from attnmel_cli.evaluation.plots import write_plots
 from attnmel_cli.evaluation.results import SPECIFICITIES, Evaluation, Scores
@@ -236,9 +238,12 @@ def report_table(report: dict[str, Any]) -> Table:
     """The report as a Rich table: one column per checkpoint (:func:`metric_rows`)."""
     reports = report["checkpoints"]
     left_out = report["score_weight_zero"]
+    leaks = [overlap_sentence(r) for r in reports
+             if r.get("training_overlap", {}).get("trained_on_evaluated_images")]
     table = Table(
         title=f"{report['data']} · split {report['split']} · {report['n_images']} images"
         + (f" ({left_out} of score_weight 0 left out)" if left_out else "")
+        + "".join(f"\n[bold red]TRAINED ON THESE IMAGES:[/] {escape(s)}" for s in leaks)
     )
     table.add_column("metric")
     for rep in reports:

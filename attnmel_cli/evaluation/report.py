@@ -26,6 +26,7 @@ from attnmel_cli.evaluation.isic_scorer import (
     SENSITIVITIES,
     partial_auc_above_sensitivity,
 )
+from attnmel_cli.evaluation.leakage import prepared_fingerprint, training_overlap
 from attnmel_cli.evaluation.results import (
     ECE_BINS,
     SPECIFICITIES,
@@ -58,7 +59,8 @@ def checkpoint_report(
     report: dict[str, Any] = {
         "checkpoint": str(sc.checkpoint),
         "name": sc.name,
-        "metadata": {**asdict(meta), "preprocessing": meta.preprocessing},
+        "metadata": {**{k: v for k, v in asdict(meta).items() if k != "train_image_ids"},
+                     "preprocessing": meta.preprocessing},
         "n_images": len(y),
         "n_melanoma": int(y.sum()),
         "average_precision": interval(y, p, metrics.average_precision, n_boot, seed),
@@ -167,6 +169,7 @@ def run_evaluation(
         )
     all_scores: list[Scores] = []
     reports = []
+    fingerprint = prepared_fingerprint(data)
     for ckpt, name in zip(checkpoints, display_names(checkpoints), strict=True):
         session = Session.load(ckpt, device)
         sc = score(
@@ -182,7 +185,9 @@ def run_evaluation(
             t = metrics.youden_threshold(val.labels, val.probs).threshold
             source = f"chosen on split {val_data.split!r} (Youden's J)"
         all_scores.append(sc)
-        reports.append(checkpoint_report(sc, t, source, n_boot=n_boot, seed=seed))
+        rep = checkpoint_report(sc, t, source, n_boot=n_boot, seed=seed)
+        rep["training_overlap"] = training_overlap(sc.meta, data, fingerprint, str(ckpt))
+        reports.append(rep)
     return Evaluation(_assemble(data, reports, all_scores, n_boot, seed), all_scores)
 
 
@@ -197,6 +202,9 @@ def _assemble(
         "attnmel_version": __version__,
         "data": str(data.source),
         "split": data.split,
+        # true when any checkpoint trained on some of these images (each says how many)
+        "trained_on_evaluated_images": any(
+            r["training_overlap"]["trained_on_evaluated_images"] for r in reports),
         "n_images": len(data.items) - len(failed),
         "n_failed": len(failed),
         "score_weight_zero": data.score_weight_zero,

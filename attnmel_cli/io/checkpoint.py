@@ -5,7 +5,10 @@ Header metadata (string → string, per the safetensors format): ``format``, ``f
 the attention gates; absent before 0.2 and then (8, 16, 32)), ``width``, ``image_size``,
 ``classes``, ``mean``, ``std``, ``preprocessing`` (crop fraction, prepared size, resize, input
 size, interpolation: authoritative on load), ``train_config`` (no absolute paths), ``metrics``,
-``data_fingerprint``, ``attnmel_version``; non-string values are JSON-encoded. Loading validates
+``data_fingerprint``, ``attnmel_version``, and (since 0.2, for a trained model)
+``train_image_ids``: the ids of the images it trained on as a compact hash set
+(:mod:`attnmel_cli.data.id_set`), so that ``evaluate`` can tell when it scores them; non-string
+values are JSON-encoded. Loading validates
 the metadata, builds the model from it (:func:`attnmel_cli.models.registry.model_from_meta`) and
 loads the tensors strictly.
 """
@@ -65,6 +68,7 @@ class CheckpointMeta:
     crop_fraction: float = CROP_FRACTION
     prepared_size: int = PREPARED_SIZE
     interpolation: str = INTERPOLATION
+    train_image_ids: str = ""  # data.id_set.encode_ids of the training images ("": unknown)
 
     def __post_init__(self) -> None:
         if not self.resize:  # the paper's ratio, as every checkpoint before 0.2 had it
@@ -102,6 +106,8 @@ class CheckpointMeta:
             "data_fingerprint": self.data_fingerprint,
             "attnmel_version": self.attnmel_version,
         }
+        if self.train_image_ids:
+            values["train_image_ids"] = self.train_image_ids
         return {k: v if isinstance(v, str) else json.dumps(v) for k, v in values.items()}
 
     @classmethod
@@ -127,6 +133,7 @@ class CheckpointMeta:
                 metrics=json.loads(header.get("metrics", "{}")),
                 data_fingerprint=header.get("data_fingerprint", ""),
                 attnmel_version=header.get("attnmel_version", "unknown"),
+                train_image_ids=header.get("train_image_ids", ""),
                 strides=tuple(int(v) for v in json.loads(header.get("strides", "[8, 16, 32]"))),
                 **_preprocessing_fields(header),
             )

@@ -20,7 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from attnmel_cli.errors import AttnMelError
-from attnmel_cli.models.names import CLASSES, is_binary, melanoma_index
+from attnmel_cli.models.names import CLASSES, class_words, is_binary, melanoma_index
 
 FIELDS = ("path", "p_melanoma", "prediction", "checkpoint", "error")
 DEFAULT_THRESHOLD = 0.5  # a binary checkpoint's prediction is 1 when p_melanoma ≥ this
@@ -61,10 +61,13 @@ def predicted_index(
     return max(candidates, key=lambda i: probs[i])
 
 
-def prediction_caption(classes: Sequence[str], probs: Sequence[float]) -> str:
-    """The predicted class and its probability, e.g. ``nevus 0.71`` (``explain``'s composite)."""
-    i = predicted_index(classes, probs)
-    return f"{classes[i]} {probs[i]:.2f}"
+def prediction_caption(
+    classes: Sequence[str], probs: Sequence[float], threshold: float | None = None
+) -> str:
+    """The predicted class in words and its probability, e.g. ``seborrheic keratosis 0.71``
+    (the overlays' legend and ``explain``'s composite)."""
+    i = predicted_index(classes, probs, threshold)
+    return f"{class_words(classes[i])} {probs[i]:.2f}"
 
 
 def record(
