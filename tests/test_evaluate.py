@@ -142,9 +142,11 @@ def test_a_checkpoint_trained_on_the_evaluated_images_is_flagged_everywhere(
     assert report["trained_on_evaluated_images"] is True
     first, other = (r["training_overlap"] for r in report["checkpoints"])
     assert (first["trained_on_evaluated_images"], first["images"], first["of"]) == (True, 40, 150)
-    assert "image ids" in first["evidence"] and not other["trained_on_evaluated_images"]
+    assert "image ids" in first["evidence"] and first["known"]
+    assert not other["trained_on_evaluated_images"] and not other["known"]  # records no ids
     assert "train_image_ids" not in report["checkpoints"][0]["metadata"]
     assert "leaky.safetensors trained on 40 of these 150 images" in result.stderr
+    assert f"{tiny_checkpoint.name} records no training image ids" in result.stderr
     table = invoke(*args, env={"COLUMNS": "200"})
     assert "TRAINED ON THESE IMAGES" in table.stderr and "40 of these 150" in table.stderr
 

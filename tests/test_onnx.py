@@ -309,8 +309,13 @@ def test_int8_calibrated_on_training_images(invoke, tiny, isic2017_subset, photo
     assert np.abs(np.array(fp32) - np.array(int8)).max() < 0.1  # close, not equal
     assert OnnxSession.load(out, "cpu").precision == "int8"
     # --keep-float leaves the named layers in float (here the attention gates), nothing else
-    kept = export(invoke, checkpoint, tmp_path / "kept.onnx", "--int8", "--calibrate", prepared,
-                  "--keep-float", "attn3,attn4")
+    kept_out = tmp_path / "kept.onnx"
+    result = invoke("export", checkpoint, "--out", kept_out, "--int8", "--calibrate", prepared,
+                    "--keep-float", "attn3,attn4")
+    assert result.exit_code == 0 and result.stdout.strip() == str(kept_out), result.output
+    (warning,) = [line for line in result.stderr.splitlines() if "experimental" in line]
+    assert "fp32 ONNX is the recommended fast path" in warning and "AUC" in warning
+    kept = kept_out
     calibration = json.loads({p.key: p.value for p in onnx.load(str(kept)).metadata_props}[
         "int8_calibration"])
     assert calibration["kept_float"] == ["attn3", "attn4"] and calibration["float_nodes"] > 0

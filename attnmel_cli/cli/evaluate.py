@@ -190,8 +190,12 @@ def _render(result: Evaluation, out: Path | None, fmt: str, force: bool) -> None
     for failure in result.report["failed"]:
         report_failure(failure["path"], failure["error"])
     for rep in result.report["checkpoints"]:  # the table's title says it otherwise
-        if rep["training_overlap"]["trained_on_evaluated_images"] and fmt != "table":
+        overlap = rep["training_overlap"]
+        if overlap["trained_on_evaluated_images"] and fmt != "table":
             log.warning("%s", overlap_sentence(rep))
+        elif not overlap["known"]:
+            log.info("%s records no training image ids: whether it trained on some of these "
+                     "images is unknown (scripts/record_train_ids.py adds them)", rep["name"])
     if result.report["score_weight_zero"]:
         log.info("left out %d images of score_weight 0", result.report["score_weight_zero"])
     for rep in result.report["checkpoints"]:

@@ -32,11 +32,13 @@ def _split_trained_on(train_config: dict[str, Any], split: str | None) -> bool:
 def training_overlap(
     meta: CheckpointMeta, data: EvalData, fingerprint: str | None, where: str = "checkpoint"
 ) -> dict[str, Any]:
-    """``{"trained_on_evaluated_images", "images", "of", "evidence"}``: how many of ``data``'s
-    images the checkpoint trained on, by its training image ids where it records them, else by
-    its data fingerprint (this prepared dir, a split it trained on: all of them)."""
+    """``{"trained_on_evaluated_images", "images", "of", "evidence", "known"}``: how many of
+    ``data``'s images the checkpoint trained on, by its training image ids where it records them,
+    else by its data fingerprint (this prepared dir, a split it trained on: all of them);
+    ``known`` is false when neither tells (a checkpoint from before 0.2 on other data)."""
     ids = [item.image_id for item in data.items]
     images, evidence = 0, "the checkpoint records neither these images' ids nor this data"
+    known = bool(meta.train_image_ids) or bool(fingerprint and meta.data_fingerprint == fingerprint)
     if meta.train_image_ids:
         try:
             images = count_in(decode_ids(meta.train_image_ids), ids)
@@ -50,7 +52,7 @@ def training_overlap(
                     f"split {data.split!r}" if trained else
                     f"this prepared dir, split {data.split!r}, which it did not train on")
     return {"trained_on_evaluated_images": images > 0, "images": images,
-            "of": len(set(ids)), "evidence": evidence}
+            "of": len(set(ids)), "evidence": evidence, "known": known}
 
 
 def overlap_sentence(rep: dict[str, Any]) -> str:
