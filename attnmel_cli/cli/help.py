@@ -4,7 +4,6 @@ and placeholders in capitals (PATH, N, X, TEXT) instead of Typer's ``<type>`` an
 
 from __future__ import annotations
 
-import inspect
 import re
 from typing import Any
 
@@ -45,6 +44,11 @@ def argument_name(param: Any) -> str:
 class PlainHelpCommand(TyperCommand):
     """A Typer command whose help is laid out by click, in plain words (module docstring)."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.help:  # the docstring's reST literals, as plain words
+            self.help = plain_text(self.help)
+
     def collect_usage_pieces(self, ctx: Any) -> list[str]:
         pieces = [self.options_metavar] if self.options_metavar else []
         for param in self.get_params(ctx):
@@ -52,13 +56,6 @@ class PlainHelpCommand(TyperCommand):
                 name = argument_name(param)
                 pieces.append(name if param.required else f"[{name}]")
         return pieces
-
-    def format_help_text(self, ctx: Any, formatter: Any) -> None:
-        text = plain_text(inspect.cleandoc(self.help or "").partition("\f")[0])
-        if text:
-            formatter.write_paragraph()
-            with formatter.indentation():
-                formatter.write_text(text)
 
     def format_options(self, ctx: Any, formatter: Any) -> None:
         args, opts = [], []
