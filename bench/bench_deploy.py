@@ -13,7 +13,8 @@ default model also with ``--keep-float blocks.0/,blocks.2/,blocks.5/``.
 1. start-up: wall time of ``attnmel --help`` and ``--version`` (median of ``--repeats``);
 2. one photo: wall time of ``attnmel predict ONE.jpg`` with each model file (whole command);
 3. throughput: ``attnmel predict -`` on the 131 full-resolution ISIC 2016 test photos (decoding
-   counts; CLI start-up included), and the network alone on preprocessed batches of 16 (in
+   counts; CLI start-up included; ``--repeats`` rounds through the model files in turn, the
+   median of each), and the network alone on preprocessed batches of 16 (in
    process, after one warm-up batch);
 4. AUC of each model file on the ISIC 2017 validation split (prepared, 150 images) and on the
    ISIC 2016 photos (leak warning: 120 of the 131 are ISIC 2017 training images, and the default
@@ -113,6 +114,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3, help="runs per start-up/one-photo figure")
     p.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS for every run")
     p.add_argument("--json", type=Path, default=None, help="also save the figures here")
+    p.add_argument("--no-vgg", action="store_true", help="the default model only")
     args = p.parse_args()
 
     from attnmel_cli.data.manifest import read_manifest
@@ -129,10 +131,11 @@ def main() -> None:
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        vgg = bl.make_checkpoint(work / "vgg16bn-224.safetensors")
+        vgg = None if args.no_vgg else bl.make_checkpoint(work / "vgg16bn-224.safetensors")
         files: dict[str, dict[str, Path]] = {}
         export_rows = []
-        for name, ckpt in (("default", DEFAULT), ("VGG-16-BN 224", vgg)):
+        models = [("default", DEFAULT)] + ([] if args.no_vgg else [("VGG-16-BN 224", vgg)])
+        for name, ckpt in models:
             fp32 = work / f"{ckpt.stem}.onnx"
             t32 = attnmel("export", ckpt, "--out", fp32, env=env).wall_s
             files[name] = {"PyTorch fp32": ckpt, "ONNX fp32": fp32}
@@ -157,40 +160,60 @@ def main() -> None:
         for name, variants in files.items():
             meta = read_metadata(variants["PyTorch fp32"])
             batch = np.stack([load_input(f, meta.preprocess) for f in (photos * 16)[:16]])
-            base_rate = base_net = None
+            base_rate = base_net = onnx_rate = onnx_net = None
+            base_auc: tuple[float, float] | None = None
+            # the photos through each model file round-robin (a busy machine slows all alike);
+            # the median wall time of each, its last run for the scores and memory
+            walls: dict[str, list[float]] = {v: [] for v in variants}
+            last: dict[str, bl.Run] = {}
+            for _ in range(args.repeats):
+                for variant, model in variants.items():
+                    last[variant] = attnmel("predict", "-", "-c", model, "-f", "csv", env=env,
+                                            stdin="\n".join(photos) + "\n")
+                    walls[variant].append(last[variant].wall_s)
             for variant, model in variants.items():
                 one = median_wall(["predict", photos[0], "-c", model, "-f", "csv"], env,
                                   args.repeats)
-                run = attnmel("predict", "-", "-c", model, "-f", "csv", env=env,
-                              stdin="\n".join(photos) + "\n")
-                rate = len(photos) / run.wall_s
+                run = last[variant]
+                rate = len(photos) / statistics.median(walls[variant])
                 net = network_rate(model, batch)
                 base_rate, base_net = base_rate or rate, base_net or net
+                if variant == "ONNX fp32":
+                    onnx_rate, onnx_net = rate, net
                 one_rows.append([name, variant, bl.num(one)])
-                rate_rows.append([name, variant, len(photos), bl.num(run.wall_s, 1),
+                rate_rows.append([name, variant, len(photos),
+                                  bl.num(statistics.median(walls[variant]), 1),
                                   bl.num(rate, 2), bl.ratio(rate, base_rate),
+                                  bl.ratio(rate, onnx_rate) if onnx_rate else "—",
                                   bl.mib(run.peak_pss)])
-                net_rows.append([name, variant, bl.num(net, 1), bl.ratio(net, base_net)])
+                net_rows.append([name, variant, bl.num(net, 1), bl.ratio(net, base_net),
+                                 bl.ratio(net, onnx_net) if onnx_net else "—"])
                 key = f"{name} / {variant}"
-                results[key] = {"one_photo_s": one, "photos_wall_s": run.wall_s,
+                results[key] = {"one_photo_s": one, "photos_wall_s": walls[variant],
                                 "photos_per_s": rate, "network_images_per_s": net,
                                 "peak_pss": run.peak_pss}
                 if name == "default":
                     on_val = scores(attnmel("predict", "-", "-c", model, "-f", "csv", env=env,
                                             stdin="\n".join(val_files) + "\n"))
                     a17, a16 = auc(val_truth, on_val), auc(truth_2016(photos), scores(run))
-                    auc_rows.append([variant, f"{a17:.4f}", f"{a16:.4f}"])
+                    if variant == "ONNX fp32":
+                        base_auc = (a17, a16)
+                    d17, d16 = ((f"{a17 - base_auc[0]:+.4f}", f"{a16 - base_auc[1]:+.4f}")
+                                if base_auc else ("—", "—"))
+                    auc_rows.append([variant, f"{a17:.4f}", d17, f"{a16:.4f}", d16])
                     results[key].update({"auc_isic2017_val": a17, "auc_isic2016_photos": a16})
     bl.print_table("one photo: attnmel predict ONE.jpg (median wall s, whole command)",
                    ["model", "scored by", "wall s"], one_rows)
     bl.print_table(f"throughput: attnmel predict on {len(photos)} full-resolution photos "
-                   "(whole command)", ["model", "scored by", "photos", "wall s", "photos/s",
-                                       "vs PyTorch", "peak PSS"], rate_rows)
+                   f"(whole command, median of {args.repeats} round-robin runs)",
+                   ["model", "scored by", "photos", "wall s", "photos/s", "vs PyTorch",
+                    "vs ONNX fp32", "peak PSS"], rate_rows)
     bl.print_table("the network alone: preprocessed batches of 16 (images/s, in process)",
-                   ["model", "scored by", "images/s", "vs PyTorch"], net_rows)
+                   ["model", "scored by", "images/s", "vs PyTorch", "vs ONNX fp32"], net_rows)
     bl.print_table(f"AUC of the default model ({len(val_files)} ISIC 2017 val images, "
                    f"{len(photos)} ISIC 2016 photos)",
-                   ["scored by", "ISIC 2017 val", "ISIC 2016 photos"], auc_rows)
+                   ["scored by", "ISIC 2017 val", "Δ vs ONNX fp32", "ISIC 2016 photos",
+                    "Δ vs ONNX fp32"], auc_rows)
     bl.save_json(args.json, {"machine": info, "results": results})
 
 

@@ -5,10 +5,13 @@
     python bench/bench_fastpaths.py --limit 8 --width 0.125 --reps 2   # smoke run
 
 Sections (``--only``):
-- ``decode``  : JPEG decoding at full size vs Pillow's draft mode (``load_photo`` with
-                ``draft_min_side=256``, what predict and prepare use), decode alone and decode +
-                preprocessing to the network input; with the mean |difference| of the resulting
-                inputs (0–255 scale).
+- ``decode``  : JPEG decoding at full size (what predict and prepare use) vs Pillow's draft
+                mode (``load_photo`` with ``draft_min_side=256``, what they used before 0.2;
+                thumbnails only now), decode alone and decode + preprocessing to the network
+                input; with the mean |difference| of the resulting inputs (0–255 scale).
+- ``scoring`` : the default model's ONNX export scoring the photos (decoding in 1 thread beside
+                ONNX Runtime, as predict) with the full decode vs the draft decode: images/s
+                and the largest |Δ p_melanoma| between them.
 - ``layout``  : the network on channels-last vs contiguous (NCHW) weights (``Session.load``).
 - ``threads`` : the network at torch.set_num_threads(t), t = 1 … cores (``--thread-list``).
 - ``grad``    : torch.inference_mode vs torch.no_grad around the forward pass.
@@ -35,7 +38,7 @@ from typing import Any
 
 import benchlib as bl
 
-SECTIONS = ("decode", "layout", "threads", "grad", "e2e", "cuda")
+SECTIONS = ("decode", "scoring", "layout", "threads", "grad", "e2e", "cuda")
 
 
 def parse_args() -> argparse.Namespace:
@@ -140,6 +143,39 @@ def section_decode(paths: list[str], reps: int) -> dict[str, Any]:
     return out
 
 
+def section_scoring(paths: list[str], reps: int) -> dict[str, Any]:
+    """The default ONNX model over ``paths``: full decode vs the draft decode, side by side."""
+    import numpy as np
+
+    from attnmel_cli.config import PREPARED_SIZE
+    from attnmel_cli.data import decode
+    from attnmel_cli.deploy.runtime import OnnxSession
+    from attnmel_cli.engine import scored
+    from attnmel_cli.io.default_model import default_checkpoint
+
+    session = OnnxSession.load(default_checkpoint(onnx=True), "cpu")
+    probs: dict[str, np.ndarray] = {}
+
+    def run(draft: bool) -> Callable[[], Any]:
+        def go() -> None:
+            scored.load_photo = (  # type: ignore[attr-defined]
+                (lambda p, **kw: decode.load_photo(p, draft_min_side=PREPARED_SIZE, **kw))
+                if draft else decode.load_photo)
+            ps = [s.p_melanoma for s in session.score(paths, workers=1)]
+            scored.load_photo = decode.load_photo  # type: ignore[attr-defined]
+            probs["draft" if draft else "full"] = np.array(ps, dtype=np.float64)
+        return go
+
+    res = timed_ab({"full decode": run(False), "draft decode": run(True)}, reps, len(paths))
+    delta = np.abs(probs["full"] - probs["draft"])
+    bl.print_table(
+        f"ONNX default model over {len(paths)} photos: full vs draft JPEG decode "
+        f"(max |Δp| {delta.max():.4f}, mean {delta.mean():.4f}, "
+        f"{int((delta > 0.01).sum())} photos > 0.01)", AB_HEAD, ab_rows(res, "full decode"))
+    return {**res, "max_abs_dp": float(delta.max()), "mean_abs_dp": float(delta.mean()),
+            "over_0_01": int((delta > 0.01).sum())}
+
+
 def main() -> None:
     args = parse_args()
     import torch
@@ -158,6 +194,11 @@ def main() -> None:
     results: dict[str, Any] = {}
     if "decode" in only:
         results["decode"] = section_decode(paths, max(1, args.reps))
+    if "scoring" in only:
+        results["scoring"] = section_scoring(paths, max(1, args.reps))
+    if not only - {"decode", "scoring"}:  # no network section: no VGG-16 to build
+        bl.save_json(args.json, {"machine": info, "args": vars(args), "results": results})
+        return
     with tempfile.TemporaryDirectory(prefix="attnmel-bench-") as tmp:
         ckpt = args.checkpoint or bl.make_checkpoint(
             Path(tmp) / "bench.safetensors", args.arch, args.backbone, args.width, args.image_size,

@@ -31,7 +31,7 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 FULLRES = SHARED_DATA / "isic2016-test-fullres" / "ISBI2016_ISIC_Part3_Test_Data"
 # The three smallest photographs (about 720×540): real files, quick to decode.
 PHOTO_NAMES = ("ISIC_0000213.jpg", "ISIC_0000160.jpg", "ISIC_0000212.jpg")
-HEADER = "path,p_melanoma,prediction,checkpoint,error,label"  # label: deprecated copy
+HEADER = "path,p_melanoma,prediction,checkpoint,error"
 
 pytestmark = pytest.mark.usefixtures("restore_logging")
 
@@ -81,8 +81,8 @@ def _bad_file(folder: Path) -> Path:
 def _assert_scored(rec: dict, ckpt: Path) -> None:
     p = float(rec["p_melanoma"])
     assert 0.0 <= p <= 1.0
-    assert int(rec["prediction"]) == int(p >= 0.5)
-    assert rec["label"] == rec["prediction"]  # the deprecated copy, until 0.3
+    assert rec["prediction"] == ("melanoma" if p >= 0.5 else "other")
+    assert "label" not in rec  # ground truth only (the deprecated copy is gone)
     assert rec["checkpoint"] == ckpt.name
     assert not rec.get("error")
 
@@ -105,7 +105,7 @@ def test_default_format_when_piped_is_csv_and_threshold_applies(
 ) -> None:
     low = _csv_rows(predict(tiny_checkpoint, photos[0], "--threshold", "0").stdout)
     high = _csv_rows(predict(tiny_checkpoint, photos[0], "--threshold", "1").stdout)
-    assert low[0]["prediction"] == "1" and high[0]["prediction"] == "0"
+    assert low[0]["prediction"] == "melanoma" and high[0]["prediction"] == "other"
     assert low[0]["p_melanoma"] == high[0]["p_melanoma"]
 
 
@@ -165,8 +165,8 @@ def test_bad_file_in_the_batch(tiny_checkpoint, photos, tmp_path, invoke) -> Non
     failed = records[1]
     assert failed["p_melanoma"] is None and failed["prediction"] is None
     assert str(bad) in failed["error"] and failed["checkpoint"] == tiny_checkpoint.name
-    # stderr: exactly one line, naming the file (besides the deprecation note); no traceback.
-    lines = [line for line in result.stderr.splitlines() if "deprecated" not in line]
+    # stderr: exactly one line, naming the file; no traceback.
+    lines = result.stderr.splitlines()
     assert len(lines) == 1 and str(bad) in lines[0] and "error" in lines[0]
     assert "Traceback" not in result.output
 
@@ -474,7 +474,6 @@ def test_subprocess_single_file_jsonl_overlay(cli_runs, tiny_checkpoint, photos)
         "p_melanoma",
         "prediction",
         "checkpoint",
-        "label",
     }
     _assert_scored(rec, tiny_checkpoint)
     assert _size(cwd / "out.png") == _size(photos[2])

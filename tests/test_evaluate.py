@@ -19,20 +19,17 @@ from typer.testing import CliRunner
 
 from attnmel_cli.cli import app
 from attnmel_cli.config import PreprocessConfig
+from attnmel_cli.data.id_set import encode_ids
 from attnmel_cli.data.manifest import Row, write_manifest
 from attnmel_cli.data.masks import load_mask
 from attnmel_cli.data.prepare import prepare_dataset
 from attnmel_cli.errors import AttnMelError, DataError
 from attnmel_cli.evaluation.inputs import load_data
-from attnmel_cli.evaluation.rendering import check_outputs, report_json, report_table
-from attnmel_cli.evaluation.report import (
-    checkpoint_report,
-    display_names,
-    parse_threshold,
-    run_evaluation,
-)
+from attnmel_cli.evaluation.outputs import check_outputs, parse_threshold
+from attnmel_cli.evaluation.rendering import report_json, report_table
+from attnmel_cli.evaluation.report import checkpoint_report, display_names, run_evaluation
 from attnmel_cli.evaluation.results import Scores
-from attnmel_cli.io.checkpoint import CheckpointMeta
+from attnmel_cli.io.checkpoint import CheckpointMeta, read_tensors, save_file
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 ISIC2017 = DATA / "isic2017-256"
@@ -126,6 +123,32 @@ def test_unprepared_source_gives_the_prepared_results(
     assert a.probs[order] == pytest.approx(b.probs[np.argsort(b.ids)], abs=1e-5)
     for name in ("pool3", "pool4"):
         assert a.jaccard[name][order] == pytest.approx(b.jaccard[name][np.argsort(b.ids)], abs=1e-6)
+
+
+def test_a_checkpoint_trained_on_the_evaluated_images_is_flagged_everywhere(
+    val_source: Path, tiny_checkpoint: Path, tmp_path: Path, invoke
+) -> None:
+    """Its training image ids overlap the data (never prepared: no fingerprint): stderr, the
+    JSON report (a field a script can test) and the terminal table say so."""
+    tensors, header = read_tensors(tiny_checkpoint)
+    ids = [p.stem for p in sorted((val_source / VAL_PARTS[0]).glob("*.jpg"))[:40]]
+    header = {**header, "train_image_ids": encode_ids([*ids, "ISIC_9999999"])}
+    leaky = tmp_path / "leaky.safetensors"
+    save_file(tensors, str(leaky), header)
+    args = ["evaluate", "--data", val_source, "-c", leaky, "--compare", tiny_checkpoint, *FAST]
+    result = invoke(*args, "-f", "json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["trained_on_evaluated_images"] is True
+    first, other = (r["training_overlap"] for r in report["checkpoints"])
+    assert (first["trained_on_evaluated_images"], first["images"], first["of"]) == (True, 40, 150)
+    assert "image ids" in first["evidence"] and first["known"]
+    assert not other["trained_on_evaluated_images"] and not other["known"]  # records no ids
+    assert "train_image_ids" not in report["checkpoints"][0]["metadata"]
+    assert "leaky.safetensors trained on 40 of these 150 images" in result.stderr
+    assert f"{tiny_checkpoint.name} records no training image ids" in result.stderr
+    table = invoke(*args, env={"COLUMNS": "200"})
+    assert "TRAINED ON THESE IMAGES" in table.stderr and "40 of these 150" in table.stderr
 
 
 def test_three_class_checkpoint_on_the_prepared_and_the_raw_validation_split(

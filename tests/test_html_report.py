@@ -7,6 +7,7 @@ import csv
 import json
 import os
 import shutil
+from dataclasses import replace
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -15,10 +16,14 @@ import pytest
 from PIL import Image
 
 from attnmel_cli.config import PreprocessConfig
+from attnmel_cli.data.id_set import encode_ids
+from attnmel_cli.errors import CheckpointError
 from attnmel_cli.evaluation.gallery import SECTIONS, pick
-from attnmel_cli.evaluation.html_report import _trained_on_this
+from attnmel_cli.evaluation.html_report import training_summary
+from attnmel_cli.evaluation.leakage import training_overlap
 from attnmel_cli.evaluation.report_figures import diagnosis_rows
-from attnmel_cli.evaluation.results import EvalData
+from attnmel_cli.evaluation.results import EvalData, Item
+from attnmel_cli.io.checkpoint import CheckpointMeta
 from attnmel_cli.viz.thumbnails import MASK_COLOUR, panels
 
 pytestmark = pytest.mark.usefixtures("restore_logging")
@@ -101,7 +106,7 @@ def test_report_is_self_contained_and_shows_the_evaluation(report_dir: Path) -> 
     for needle in (first["name"], gap["name"], "DeLong", f"{first['roc_auc']['value']:.3f}",
                    f"{report['comparisons'][0]['p_value']:.4f}", "Per diagnosis"):
         assert needle in html
-    assert "was trained on these images" not in html  # tiny checkpoints name no training data
+    assert "trained on" not in html  # tiny checkpoints name no training data
     with (report_dir / "predictions.csv").open(newline="") as fh:
         predictions = [r for r in csv.DictReader(fh) if r["checkpoint"] == first["name"]]
     # every image once, in input order, with the score of predictions.csv
@@ -147,15 +152,37 @@ def test_gallery_pick_orders_each_section() -> None:
 
 
 def test_warns_only_of_a_checkpoint_trained_on_the_evaluated_images() -> None:
-    val = EvalData(Path("prepared"), "val", [], prepared=True)
-    meta = {"data_fingerprint": "f1", "train_config": {"train_splits": "train,val"}}
-    assert _trained_on_this(meta, val, "f1")
-    assert not _trained_on_this(meta, val, "f2")  # other prepared data
-    assert not _trained_on_this(meta, val, None)  # data never prepared: no fingerprint
-    assert not _trained_on_this({**meta, "train_config": {"train_splits": "train"}}, val, "f1")
-    assert _trained_on_this({**meta, "train_config": {"folds": 3}}, val, "f1")  # pooled
-    assert not _trained_on_this({**meta, "train_config": {"folds": 3}},
-                                EvalData(Path("prepared"), "test", [], prepared=True), "f1")
+    items = [Item(f"ISIC_{i:07d}", Path(f"{i}.png"), i % 2) for i in range(10)]
+    val = EvalData(Path("prepared"), "val", items, prepared=True)
+    meta = CheckpointMeta(data_fingerprint="f1", train_config={"train_splits": "train,val"})
+
+    def trained(m: CheckpointMeta, data: EvalData = val, fp: str | None = "f1") -> int:
+        o = training_overlap(m, data, fp)
+        assert o["trained_on_evaluated_images"] == (o["images"] > 0) and o["of"] == 10
+        return o["images"]
+
+    assert trained(meta) == 10  # this prepared dir, a split it trained on
+    assert not trained(meta, fp="f2")  # other prepared data
+    assert not trained(meta, fp=None)  # data never prepared: no fingerprint
+    assert not training_overlap(meta, val, None)["known"]  # and no ids: unknown
+    assert not trained(replace(meta, train_config={"train_splits": "train"}))
+    assert trained(replace(meta, train_config={"folds": 3})) == 10  # pooled
+    assert not trained(replace(meta, train_config={"folds": 3}),
+                       EvalData(Path("prepared"), "test", items, prepared=True))
+    # the image ids it records decide, whatever the data: here 4 of the 10, on data never prepared
+    ids = replace(meta, data_fingerprint="other",
+                  train_image_ids=encode_ids([f"ISIC_{i:07d}" for i in range(4, 30, 2)]))
+    assert trained(ids, fp=None) == 3 and trained(ids) == 3
+    with pytest.raises(CheckpointError, match="train_image_ids"):
+        trained(replace(meta, train_image_ids="sha256/4:not base64!"))
+
+
+def test_training_summary_reads_as_words() -> None:
+    assert training_summary({"train_splits": "train,val", "folds": 0, "fold": 0, "epochs": 4}) \
+        == "splits train,val, epochs 4"
+    assert training_summary({"train_splits": "train", "folds": 3, "fold": 1}) \
+        == "fold 1 of 3 held out (train + val pooled)"
+    assert training_summary({}) == "—"
 
 
 def test_diagnosis_rows_count_each_diagnosis() -> None:

@@ -37,7 +37,7 @@ from attnmel_cli.models.names import CLASSES
 
 pytestmark = pytest.mark.usefixtures("restore_logging")
 
-BINARY_HEADER = "path,p_melanoma,prediction,checkpoint,error,label"  # label: deprecated copy
+BINARY_HEADER = "path,p_melanoma,prediction,checkpoint,error"
 EXPLICIT = "melanoma,nevus,other"  # seborrheic keratoses and dermatofibromas → other
 
 
@@ -186,17 +186,17 @@ def test_predict_subprocess(trained, photos) -> None:
         _assert_multiclass(row, ISIC2017_CLASSES)
 
 
-def test_binary_records_unchanged(tiny_checkpoint, photos, invoke) -> None:
+def test_binary_records_name_the_class(tiny_checkpoint, photos, invoke) -> None:
     result = invoke("predict", "-c", tiny_checkpoint, photos[0], "-f", "csv", "-j", "0")
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines()[0] == BINARY_HEADER
     (row,) = _csv(result.stdout)[1]
-    assert row["prediction"] == row["label"] == str(int(float(row["p_melanoma"]) >= 0.5))
-    assert "deprecated" in result.stderr
+    assert row["prediction"] == ("melanoma" if float(row["p_melanoma"]) >= 0.5 else "other")
+    assert "label" not in row and "deprecated" not in result.stderr
     rec = json.loads(
         invoke("predict", "-c", tiny_checkpoint, photos[0], "-f", "jsonl", "-j", "0").stdout)
-    assert list(rec) == ["path", "p_melanoma", "prediction", "checkpoint", "label"]
-    assert rec["prediction"] in (0, 1)
+    assert list(rec) == ["path", "p_melanoma", "prediction", "checkpoint"]
+    assert rec["prediction"] in ("melanoma", "other")
     assert record_fields(CLASSES) == FIELDS
 
 
@@ -213,7 +213,8 @@ def test_record_fields_and_values() -> None:
     assert rec == {"path": "a.jpg", "p_melanoma": 0.2, "p_MEL": 0.2, "p_NV": 0.5, "p_other": 0.3,
                    "prediction": "NV", "checkpoint": "m"}
     binary = record("a.jpg", 0.5, None, "m", None, probs=(0.5, 0.5))
-    assert binary["prediction"] == 1 and binary["label"] == 1 and "p_other" not in binary
+    assert binary["prediction"] == "melanoma" and "label" not in binary and "p_other" not in binary
+    assert record("a.jpg", 0.4, None, "m", None)["prediction"] == "other"
 
 
 def test_predicted_index() -> None:
@@ -224,8 +225,9 @@ def test_predicted_index() -> None:
     assert predicted_index(classes, (0.3, 0.5, 0.2), threshold=0.6) == 0
     assert predicted_index(CLASSES, (0.5, 0.5)) == 1  # binary: p_melanoma ≥ 0.5
     assert predicted_index(CLASSES, (0.7, 0.3), threshold=0.25) == 1
-    assert prediction_caption(classes, (0.1, 0.19, 0.71)) == "seborrheic_keratosis 0.71"
+    assert prediction_caption(classes, (0.1, 0.19, 0.71)) == "seborrheic keratosis 0.71"
     assert prediction_caption(CLASSES, (0.83, 0.17)) == "other 0.83"
+    assert prediction_caption(CLASSES, (0.83, 0.17), threshold=0.1) == "melanoma 0.17"
 
 
 # ── explain ──────────────────────────────────────────────────────────────────────────────────
@@ -359,14 +361,21 @@ def test_resume_keeps_the_classes(prepared, tmp_path, invoke) -> None:
     assert meta.classes == ("melanoma", "nevus", "other") and meta.metrics["epoch"] == 2
 
 
-def test_explain_overlays_are_stamped_in_their_corner_only() -> None:
+def test_overlays_carry_a_legend_in_their_corner_only() -> None:
     from PIL import Image
 
-    from attnmel_cli.viz.overlay import stamp
+    from attnmel_cli.viz.legend import add_legend
+    from attnmel_cli.viz.overlay import colorize
 
-    grey = Image.new("RGB", (300, 200), (128, 128, 128))
-    out = np.asarray(stamp(grey, "seborrheic_keratosis 0.71"))
-    assert out.shape == (200, 300, 3)  # the overlay keeps the photo's size
-    assert (out[-3:, :3] == 0).all()  # the black box in the bottom-left corner
-    assert (out[-20:, :150] > 200).any()  # light text on it
-    assert (out[:140, :] == 128).all() and (out[:, 160:] == 128).all()  # the rest untouched
+    grey = Image.new("RGB", (600, 400), (128, 128, 128))
+    out = np.asarray(add_legend(grey, "pool-4 attention", "seborrheic keratosis 0.71", colorize))
+    assert out.shape == (400, 600, 3)  # the overlay keeps the photo's size
+    changed = np.argwhere((out != 128).any(axis=2))
+    (top, left), (bottom, right) = changed.min(axis=0), changed.max(axis=0)
+    assert left < 20 and bottom > 380 and right < 300 and top > 250  # the bottom-left corner
+    # the colour bar runs from JET's blue (0) on the left to its red (1)
+    blue = np.argwhere((out[:, :, 2] > 200) & (out[:, :, 0] < 60))
+    red = np.argwhere((out[:, :, 0] > 200) & (out[:, :, 2] < 60))
+    assert len(blue) and len(red) and blue[:, 1].mean() < red[:, 1].mean()
+    tiny = Image.new("RGB", (40, 30), (128, 128, 128))  # too small for a legend: unchanged
+    assert (np.asarray(add_legend(tiny, "pool-4 attention", None, colorize)) == 128).all()

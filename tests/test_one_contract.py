@@ -161,7 +161,7 @@ def test_predict_json_is_one_document_of_the_records(
 # ── prediction, not label ─────────────────────────────────────────────────────────────────────
 
 
-def test_predict_calls_its_output_prediction_and_notes_the_deprecated_label(
+def test_predict_calls_its_output_prediction_a_class_name_and_writes_no_label(
     prepared: Path, tiny_checkpoint: Path, invoke
 ) -> None:
     png = prepared / read_manifest(prepared, "val")[0].image
@@ -169,12 +169,12 @@ def test_predict_calls_its_output_prediction_and_notes_the_deprecated_label(
                     "--threshold", "0")
     assert result.exit_code == 0, result.output
     header, _ = result.stdout.splitlines()
-    assert header == "path,p_melanoma,prediction,checkpoint,error,label"
+    assert header == "path,p_melanoma,prediction,checkpoint,error"
     (record,) = csv.DictReader(io.StringIO(result.stdout))
-    assert record["prediction"] == record["label"] == "1"
-    assert result.stderr.count("deprecated") == 1 and "'prediction'" in result.stderr
+    assert record["prediction"] == "melanoma"
+    assert "deprecated" not in result.stderr
     table = invoke("predict", png, "-c", tiny_checkpoint, "-j", "0", "-f", "table")
-    assert "deprecated" not in table.stderr
+    assert "melanoma" in table.stdout
 
 
 # ── evaluate's default split ──────────────────────────────────────────────────────────────────

@@ -367,8 +367,13 @@ def test_int8_calibrated_on_training_images(invoke, tiny, isic2017_subset, photo
     assert np.abs(np.array(fp32) - np.array(int8)).max() < 0.1  # close, not equal
     assert OnnxSession.load(out, "cpu").precision == "int8"
     # --keep-float leaves the named layers in float (here the attention gates), nothing else
-    kept = export(invoke, checkpoint, tmp_path / "kept.onnx", "--int8", "--calibrate", prepared,
-                  "--keep-float", "attn3,attn4")
+    kept_out = tmp_path / "kept.onnx"
+    result = invoke("export", checkpoint, "--out", kept_out, "--int8", "--calibrate", prepared,
+                    "--keep-float", "attn3,attn4")
+    assert result.exit_code == 0 and result.stdout.strip() == str(kept_out), result.output
+    (warning,) = [line for line in result.stderr.splitlines() if "experimental" in line]
+    assert "fp32 ONNX is the recommended fast path" in warning and "AUC" in warning
+    kept = kept_out
     calibration = json.loads({p.key: p.value for p in onnx.load(str(kept)).metadata_props}[
         "int8_calibration"])
     assert calibration["kept_float"] == ["attn3", "attn4"] and calibration["float_nodes"] > 0
@@ -452,16 +457,18 @@ def test_the_default_model_scores_through_onnx_runtime_without_torch(tmp_path) -
 
 def test_readme_plain_onnxruntime_snippet(tiny, photos, tmp_path) -> None:
     """docs/preprocessing.md's lines of plain onnxruntime give attnmel's p_melanoma (a 256×256
-    photo)."""
+    photo and a full-resolution one: attnmel decodes every photo in full, as the snippet does)."""
     _, model = tiny
     page = (REPO / "docs" / "preprocessing.md").read_text(encoding="utf-8")
     after = page.split("Scoring with plain `onnxruntime`", 1)[1]
     snippet = after.split("```python\n", 1)[1].split("```", 1)[0]
     script = tmp_path / "score.py"
     script.write_text(snippet.replace('"attnmel.onnx"', repr(str(model))), encoding="utf-8")
-    done = subprocess.run([sys.executable, str(script), photos[3]], capture_output=True,
-                          text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    p = float(done.stdout.split()[-1])
-    (expected,) = OnnxSession.load(model, "cpu").score([photos[3]], workers=0)
-    assert abs(p - expected.p_melanoma) <= 1e-6
+    session = OnnxSession.load(model, "cpu")
+    for photo in (photos[3], photos[0]):
+        done = subprocess.run([sys.executable, str(script), photo], capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        p = float(done.stdout.split()[-1])
+        (expected,) = session.score([photo], workers=0)
+        assert abs(p - expected.p_melanoma) <= 1e-6, photo

@@ -133,7 +133,7 @@ def test_isic2017_images_and_masks_aligned(prepared2017: tuple[Path, PrepareResu
     rows = read_manifest(out)
     for row in rows[::300]:
         source = ISIC2017 / row.source
-        photo = load_photo(source, draft_min_side=PREPARED_SIZE)
+        photo = load_photo(source)
         assert np.array_equal(pixels(out / row.image), np.asarray(paper_crop(photo)))
         folder = source.parent.name.replace("_Data", "_Part1_GroundTruth")
         mask = ISIC2017 / folder / f"{row.image_id}_segmentation.png"
@@ -207,7 +207,7 @@ def test_isic2016_layout_prepared(tmp_path: Path) -> None:
     meta = json.loads((tmp_path / "out" / META_NAME).read_text())
     assert meta["seed"] == 3 and meta["carved_val"]
     for row in read_manifest(tmp_path / "out", "test"):
-        photo = load_photo(src / row.source, draft_min_side=PREPARED_SIZE)
+        photo = load_photo(src / row.source)
         mask = src / f"lesion_masks/{row.image_id}_segmentation.png"
         assert np.array_equal(
             pixels(tmp_path / "out" / row.lesion_mask), expected_mask(mask, photo.size)
@@ -506,7 +506,7 @@ def test_crop_fraction_is_applied_recorded_and_redoes_every_file(
     assert meta["crop_fraction"] == 1.0 and "crop=1.0" in meta["recipe"]
     assert prepared_crop_fraction(out) == 1.0
     for row in read_manifest(out):
-        photo = load_photo(small / row.source, draft_min_side=PREPARED_SIZE)
+        photo = load_photo(small / row.source)
         whole = np.asarray(paper_crop(photo, crop_fraction=1.0))
         assert np.array_equal(pixels(out / row.image), whole)
         assert not np.array_equal(whole, np.asarray(paper_crop(photo)))

@@ -52,7 +52,7 @@ def test_predict_explain_and_evaluate_tta_match_the_engine(
 ) -> None:
     """--tta on the command line is tta_forward on the network input, for every command."""
     model, meta = load_checkpoint(tiny_checkpoint)
-    x = photo_to_input(load_photo(PHOTO, draft_min_side=256), meta.preprocess)[None]  # as predict
+    x = photo_to_input(load_photo(PHOTO), meta.preprocess)[None]  # as predict
     with torch.no_grad():
         probs, maps = tta_forward(model, x)
         plain = torch.softmax(model(x)[0], dim=1)[0, 1]

@@ -9,7 +9,9 @@ with an ONNX model start without it.
 from __future__ import annotations
 
 import functools
+import io
 import logging
+import os
 import signal
 import sys
 import warnings
@@ -23,6 +25,7 @@ from attnmel_cli.cli.console import SafeFormatter, StderrHandler, err
 from attnmel_cli.cli.evaluate import evaluate
 from attnmel_cli.cli.explain import explain
 from attnmel_cli.cli.export import export
+from attnmel_cli.cli.help import PlainHelpCommand
 from attnmel_cli.cli.options import QuietOpt, VerboseOpt, VersionOpt
 from attnmel_cli.cli.predict import predict
 from attnmel_cli.cli.prepare import prepare
@@ -36,6 +39,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # click's plain help: whole option names at any width (cli.help)
 )
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -57,15 +61,26 @@ def handle_errors(fn: F) -> F:
         except KeyboardInterrupt:
             err.print("interrupted")
             raise typer.Exit(130) from None
+        except BrokenPipeError:  # stdout closed early (| head): the reader has what it wanted
+            silence_stdout()
+            raise typer.Exit(EXIT_OK) from None
         except OSError as exc:  # the system refused (disk full, permissions…): one line, no trace
-            if isinstance(exc, BrokenPipeError):  # stdout closed early (| head): as before
-                raise
             where = f"{exc.filename}: " if exc.filename else ""
             message = printable(f"{where}{exc.strerror or exc}")
             err.print(Text.assemble(("error:", "bold red"), " ", message), highlight=False)
             raise typer.Exit(EXIT_USAGE) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def silence_stdout() -> None:
+    """Point stdout at the null device once its reader has gone (Python's EPIPE recipe), so that
+    the flush at exit neither fails nor prints a traceback."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, io.UnsupportedOperation):  # a stdout without a descriptor
+        pass
 
 
 @app.callback()
@@ -83,8 +98,8 @@ def main_options(verbose: VerboseOpt = False, quiet: QuietOpt = False,
 
 
 for command in (predict, explain, evaluate, prepare, export):
-    app.command()(handle_errors(command))
-app.command("train")(handle_errors(train_command))
+    app.command(cls=PlainHelpCommand)(handle_errors(command))
+app.command("train", cls=PlainHelpCommand)(handle_errors(train_command))
 
 
 def _terminated(signum: int, frame: Any) -> None:

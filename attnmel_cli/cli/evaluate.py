@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from attnmel_cli.cli.console import err, log, progress, report_failure
+from attnmel_cli.cli.early import checked_checkpoint
 from attnmel_cli.cli.options import (
     AmpOpt,
     BatchOpt,
@@ -19,10 +20,9 @@ from attnmel_cli.cli.options import (
     TtaOpt,
     WorkersOpt,
 )
-from attnmel_cli.config import DEFAULT_MAX_PIXELS, default_workers
+from attnmel_cli.config import DEFAULT_MAX_PIXELS, default_workers, torchrun_env
 from attnmel_cli.errors import EXIT_OK, EXIT_PARTIAL
 from attnmel_cli.io.atomic import ensure_dir, refuse_unless_forced
-from attnmel_cli.io.default_model import resolve_checkpoint
 from attnmel_cli.io.records import check_format
 
 if TYPE_CHECKING:
@@ -113,17 +113,19 @@ def evaluate(
     Under ``torchrun --nproc_per_node N -m attnmel_cli evaluate …`` the processes share the
     scoring and rank 0 writes the report.
     """
-    from attnmel_cli.engine.distributed import process_group  # lazy: torch
-    from attnmel_cli.evaluation.report import run_evaluation  # lazy: scikit-learn loads slowly
-
     fmt = check_format(fmt or "table")
 
     def setup() -> tuple[Any, ...]:  # on rank 0 only under torchrun
         return _setup(data, split, dataset, out, threshold, force, checkpoint, compare, html)
 
+    # Outside torchrun the options and the data are checked before torch loads.
+    checked = None if torchrun_env() is not None else setup()
+    from attnmel_cli.engine.distributed import process_group  # lazy: torch
+    from attnmel_cli.evaluation.report import run_evaluation  # lazy: scikit-learn loads slowly
+
     # Under torchrun every process scores a block of the images; rank 0 writes the report.
     with process_group(device) as (dist, dev):
-        cut, eval_data, val_data, checkpoints = dist.on_main(setup)
+        cut, eval_data, val_data, checkpoints = checked or dist.on_main(setup)
         lo, hi = dist.bounds(len(eval_data.items))
         with progress(dist.is_main) as bar:
             task = bar.add_task("evaluating", total=(hi - lo) * len(checkpoints))
@@ -155,12 +157,13 @@ def _setup(
     checkpoint: Path | None, compare: list[Path] | None, html: Path | None,
 ) -> tuple[float | None, EvalData, EvalData | None, list[Path]]:
     """Check the options and read the data: the threshold (None: chosen on val), the images to
-    evaluate, the val split when needed, and the checkpoints."""
+    evaluate, the val split when needed, and the checkpoints (their metadata validated). No
+    torch: this runs before it loads."""
     from attnmel_cli.evaluation.inputs import load_data, load_val_data
-    from attnmel_cli.evaluation.rendering import check_outputs
-    from attnmel_cli.evaluation.report import parse_threshold
+    from attnmel_cli.evaluation.outputs import check_outputs, parse_threshold
 
     cut = parse_threshold(threshold)
+    checkpoints = [checked_checkpoint(checkpoint), *map(checked_checkpoint, compare or [])]
     if out is not None:
         check_outputs(out, overwrite=force)
     if html is not None:
@@ -170,11 +173,12 @@ def _setup(
     if split is None and eval_data.split is not None:
         log.info("evaluating split %r (no --split given)", eval_data.split)
     val_data = load_val_data(data, dataset) if cut is None else None
-    return cut, eval_data, val_data, [resolve_checkpoint(checkpoint), *(compare or [])]
+    return cut, eval_data, val_data, checkpoints
 
 
 def _render(result: Evaluation, out: Path | None, fmt: str, force: bool) -> None:
     """Failed images on stderr, the files in ``out``, the report as JSON (stdout) or a table."""
+    from attnmel_cli.evaluation.leakage import overlap_sentence
     from attnmel_cli.evaluation.rendering import (
         class_tables,
         report_table,
@@ -184,6 +188,13 @@ def _render(result: Evaluation, out: Path | None, fmt: str, force: bool) -> None
 
     for failure in result.report["failed"]:
         report_failure(failure["path"], failure["error"])
+    for rep in result.report["checkpoints"]:  # the table's title says it otherwise
+        overlap = rep["training_overlap"]
+        if overlap["trained_on_evaluated_images"] and fmt != "table":
+            log.warning("%s", overlap_sentence(rep))
+        elif not overlap["known"]:
+            log.info("%s records no training image ids: whether it trained on some of these "
+                     "images is unknown (scripts/record_train_ids.py adds them)", rep["name"])
     if result.report["score_weight_zero"]:
         log.info("left out %d images of score_weight 0", result.report["score_weight_zero"])
     for rep in result.report["checkpoints"]:

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from attnmel_cli.cli.console import log, progress, report_failure
+from attnmel_cli.cli.early import checked_checkpoint
 from attnmel_cli.cli.options import (
     AmpOpt,
     BatchOpt,
@@ -26,7 +27,7 @@ from attnmel_cli.deploy.onnx_deps import is_onnx
 from attnmel_cli.deploy.session import onnx_copy
 from attnmel_cli.errors import EXIT_OK, EXIT_PARTIAL
 from attnmel_cli.io.atomic import ensure_dir
-from attnmel_cli.io.default_model import default_checkpoint, resolve_checkpoint
+from attnmel_cli.io.default_model import default_checkpoint
 
 
 def explain(
@@ -49,17 +50,18 @@ def explain(
     (an ``.onnx`` checkpoint from ``attnmel export`` is run by ONNX Runtime, without torch; so is
     a checkpoint with its export beside it, as the shipped models, where onnxruntime is
     installed)."""
-    from attnmel_cli.data.image_files import collect_inputs  # lazy: numpy, Pillow, OpenCV…
-    from attnmel_cli.deploy.session import load_session
-    from attnmel_cli.viz.explain import check_explainable, explain_paths
-
     # the checkpoint's (or the default model's) ONNX export where ONNX Runtime serves
     checkpoint = onnx_copy(checkpoint, device) or checkpoint
     if not is_onnx(checkpoint if checkpoint is not None else default_checkpoint()):
         refuse("explain", "split the inputs with --shard I/N instead (one job per shard)")
+    checkpoint = checked_checkpoint(checkpoint)  # before torch loads
+    from attnmel_cli.data.image_files import collect_inputs  # lazy: numpy, Pillow, OpenCV…
+    from attnmel_cli.deploy.session import load_session
+    from attnmel_cli.viz.explain import check_explainable, explain_paths
+
     inputs = collect_inputs(paths, recursive, shard_spec)
     ensure_dir(out)  # a folder that cannot be written fails now, not once per image
-    session = load_session(resolve_checkpoint(checkpoint), device)
+    session = load_session(checkpoint, device)
     check_explainable(session)
     failed = 0
     with progress() as bar:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from attnmel_cli.cli.console import log, progress, report_failure
+from attnmel_cli.cli.early import checked_checkpoint
 from attnmel_cli.cli.options import (
     AmpOpt,
     BatchOpt,
@@ -23,19 +24,12 @@ from attnmel_cli.cli.options import (
     TtaOpt,
     WorkersOpt,
 )
-from attnmel_cli.config import DEFAULT_MAX_PIXELS, default_workers
+from attnmel_cli.config import DEFAULT_MAX_PIXELS, default_workers, torchrun_env
 from attnmel_cli.deploy.onnx_deps import is_onnx
 from attnmel_cli.deploy.session import onnx_copy
 from attnmel_cli.errors import EXIT_OK, EXIT_PARTIAL
 from attnmel_cli.io.default_model import default_checkpoint, resolve_checkpoint
-from attnmel_cli.io.records import (
-    LEGACY_LABEL,
-    LEGACY_LABEL_NOTE,
-    RecordWriter,
-    check_format,
-    default_format,
-    record,
-)
+from attnmel_cli.io.records import RecordWriter, check_format, default_format, record
 
 if TYPE_CHECKING:
     from attnmel_cli.cli.scoring import Row
@@ -90,6 +84,8 @@ def predict(
     where onnxruntime is installed (on the CPU or a GPU ONNX Runtime can use). The checkpoint
     column names the file that scored.
     """
+    if fmt is not None:
+        check_format(fmt)
     # the checkpoint's (or the default model's) ONNX export where ONNX Runtime serves
     checkpoint = onnx_copy(checkpoint, device) or checkpoint
     options = (paths, checkpoint, recursive, fmt, threshold, overlay, overlay_dir, overlay_map,
@@ -99,6 +95,8 @@ def predict(
 
         _predict(None, lambda path: OnnxSession.load(path, device), *options)
         return
+    if torchrun_env() is None:  # a bad checkpoint is reported before torch loads
+        checked_checkpoint(checkpoint)
     from attnmel_cli.engine.distributed import process_group  # lazy: torch
     from attnmel_cli.engine.inference import Session
 
@@ -145,7 +143,7 @@ def _predict(
                 session, inputs, (lo, hi), overlay=overlay, overlay_dir=overlay_dir,
                 map_name=map_name, batch_size=batch_size,
                 workers=workers,
-                max_pixels=max_pixels, force=force, amp=amp, tta=tta,
+                max_pixels=max_pixels, force=force, amp=amp, tta=tta, threshold=threshold,
                 advance=lambda: bar.advance(task),
             )
 
@@ -155,8 +153,6 @@ def _predict(
         raise typer.Exit(EXIT_OK)
     classes = session.meta.classes
     writer, failed = RecordWriter(fmt, classes=classes), 0
-    if fmt != "table" and LEGACY_LABEL in writer.fields:
-        log.warning(LEGACY_LABEL_NOTE)
     for path, p, probs, error in rows:
         if error is not None:
             failed += 1

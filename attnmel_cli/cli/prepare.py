@@ -59,7 +59,7 @@ def prepare(
     ] = CROP_FRACTION,
 ) -> None:
     """Check a labelled dataset, then write it preprocessed (paper crop, 256×256) with its masks."""
-    from attnmel_cli.data.prepare import prepare_dataset  # lazy: numpy, Pillow
+    from attnmel_cli.data.prepare import prepare_dataset  # lazy: numpy, Pillow (never torch)
 
     refuse("prepare")
     with progress() as bar:

@@ -28,9 +28,11 @@ def predict_rows(
     force: bool = False,
     amp: bool = False,
     tta: bool = False,
+    threshold: float | None = None,
     advance: Callable[[], None] = lambda: None,
 ) -> Iterator[Row]:
-    """Score ``inputs[lo:hi]`` in order, writing each image's overlay on the way.
+    """Score ``inputs[lo:hi]`` in order, writing each image's overlay on the way (its legend's
+    prediction made with ``threshold``, as the records').
 
     Overlay names are settled over all of ``inputs``, so that every block of a distributed run
     names its files as a single process would.
@@ -51,7 +53,7 @@ def predict_rows(
             target = overlay if overlay is not None else targets[scored.index]  # type: ignore[index]
             try:
                 write_overlay(scored, session.meta, map_name, target,  # type: ignore[arg-type]
-                              max_pixels=max_pixels, overwrite=force)
+                              threshold=threshold, max_pixels=max_pixels, overwrite=force)
             except AttnMelError as exc:
                 error = str(exc)
         yield scored.path, scored.p_melanoma, scored.probs, error

@@ -29,8 +29,9 @@ _DIGEST_KEY = "attnmel-inputs"
 
 
 def recipe(crop_fraction: float = CROP_FRACTION) -> str:
-    """What a prepared file is made by; part of each file's inputs digest (change → redo all)."""
-    return f"attnmel-prepare/1 crop={crop_fraction} size={PREPARED_SIZE} png"
+    """What a prepared file is made by; part of each file's inputs digest (change → redo all).
+    Version 2: photos decoded at full resolution (1 used the draft JPEG decode)."""
+    return f"attnmel-prepare/2 crop={crop_fraction} size={PREPARED_SIZE} png"
 
 
 @dataclass(frozen=True)
@@ -122,7 +123,7 @@ def process_job(
     if all(_stamp(out / names[k]) == digest for k in wanted):
         return Done(row, skipped=True)
     try:
-        photo = load_photo(job.image, draft_min_side=PREPARED_SIZE, max_pixels=max_pixels)
+        photo = load_photo(job.image, max_pixels=max_pixels)  # full decode, as scoring's
         maps = {}
         if job.lesion:
             lesion = _aligned(open_map(job.lesion, "L"), job.orientation, photo.size,

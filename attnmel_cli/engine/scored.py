@@ -11,7 +11,7 @@ from typing import Protocol
 
 import numpy as np
 
-from attnmel_cli.config import PREPARED_SIZE, PreprocessConfig
+from attnmel_cli.config import PreprocessConfig
 from attnmel_cli.data.decode import DEFAULT_MAX_PIXELS, load_photo
 from attnmel_cli.data.transforms import photo_to_array, prepared_to_array
 from attnmel_cli.data.writer import is_prepared_image
@@ -46,7 +46,7 @@ def load_input(
     (:func:`attnmel_cli.data.writer.is_prepared_image`) skips the paper crop, which it has had
     already. Raises :class:`attnmel_cli.errors.InputError` for a file that cannot be used.
     """
-    img = load_photo(path, max_pixels=max_pixels, draft_min_side=PREPARED_SIZE)
+    img = load_photo(path, max_pixels=max_pixels)  # full decode: no draft (data.decode)
     to_array = prepared_to_array if prepared or is_prepared_image(img) else photo_to_array
     return to_array(img, pre)
 

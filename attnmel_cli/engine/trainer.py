@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader
 
 from attnmel_cli.config import TrainConfig, default_train_workers
 from attnmel_cli.data.classes import class_labels, class_weights, resolve_classes
+from attnmel_cli.data.id_set import encode_ids
 from attnmel_cli.data.manifest import MANIFEST_NAME, Row
 from attnmel_cli.data.sampler import OversamplingSampler
 from attnmel_cli.data.train_set import TrainSet
@@ -144,6 +145,7 @@ def _build(
         train_config=config.as_record(), data_fingerprint=data.fingerprint,
         crop_fraction=data.sources[0].crop_fraction,
         sources=[s.record() for s in data.sources] if len(data.sources) > 1 else [],
+        train_image_ids=encode_ids(r.image_id for r in data.train),
     )
     if state is not None and dist.is_main:
         model.load_state_dict(last_weights(config.out, state.epoch), strict=True)

@@ -18,11 +18,9 @@ import jinja2
 import torch
 
 from attnmel_cli.data.decode import DEFAULT_MAX_PIXELS
-from attnmel_cli.data.manifest import read_manifest
-from attnmel_cli.data.prepare import prepared_crop_fraction
 from attnmel_cli.engine.inference import Session
-from attnmel_cli.engine.setup import data_fingerprint
 from attnmel_cli.evaluation.gallery import GALLERY_SIZE, Card, Section, build_gallery
+from attnmel_cli.evaluation.leakage import overlap_sentence
 from attnmel_cli.evaluation.plots import class_figures, curve_figures
 from attnmel_cli.evaluation.rendering import CLASS_COLUMNS, class_rows, classes_of, metric_rows
 from attnmel_cli.evaluation.report_figures import (
@@ -37,8 +35,8 @@ from attnmel_cli.viz.overlay import MAP_LABELS
 
 TEMPLATE = "report.html.j2"
 # train_config fields shown in the header (the rest is in report.json)
-TRAINING_FIELDS = ("train_splits", "folds", "fold", "epochs", "optimizer", "lr", "schedule",
-                   "batch_size", "roi", "pretrained", "normalize", "seed")
+TRAINING_FIELDS = ("epochs", "optimizer", "lr", "schedule", "batch_size", "roi", "pretrained",
+                   "normalize", "seed")
 
 
 def _num(value: float | None, digits: int = 3) -> str:
@@ -54,18 +52,17 @@ def _environment() -> jinja2.Environment:
     return env
 
 
-def _trained_on_this(meta: dict[str, Any], data: EvalData, fingerprint: str | None) -> bool:
-    """Whether the checkpoint says it was trained on ``data``'s split of this very prepared dir
-    (its data fingerprint matches and the split was trained on, or pooled into folds)."""
-    if fingerprint is None or meta.get("data_fingerprint") != fingerprint:
-        return False
-    cfg = meta.get("train_config") or {}
+def training_summary(cfg: dict[str, Any]) -> str:
+    """A run's recipe in words: ``splits train,val`` or ``fold 2 of 3 (train + val pooled)``,
+    then epochs, optimiser… (``—`` for a checkpoint that records none)."""
     if cfg.get("folds"):
-        return data.split in ("train", "val")
-    return data.split in str(cfg.get("train_splits", "train")).split(",")
+        data = [f"fold {cfg.get('fold', 0)} of {cfg['folds']} held out (train + val pooled)"]
+    else:
+        data = [f"splits {cfg['train_splits']}"] if "train_splits" in cfg else []
+    return ", ".join(data + [f"{k} {cfg[k]}" for k in TRAINING_FIELDS if k in cfg]) or "—"
 
 
-def _model_card(rep: dict[str, Any], data: EvalData, fingerprint: str | None) -> dict[str, Any]:
+def _model_card(rep: dict[str, Any]) -> dict[str, Any]:
     """The model-card fields of one checkpoint, as the header shows them."""
     meta = rep["metadata"]
     cfg = meta.get("train_config") or {}
@@ -78,11 +75,12 @@ def _model_card(rep: dict[str, Any], data: EvalData, fingerprint: str | None) ->
             ("input", f"{meta['image_size']} px (strides {', '.join(map(str, meta['strides']))})"),
             ("classes", ", ".join(meta["classes"])),
             ("normalisation", f"mean {meta['mean']}, std {meta['std']}"),
-            ("training", ", ".join(f"{k} {cfg[k]}" for k in TRAINING_FIELDS if k in cfg) or "—"),
+            ("training", training_summary(cfg)),
             ("data fingerprint", (meta.get("data_fingerprint") or "—")[:16]),
             ("attnmel version", meta["attnmel_version"]),
         ],
-        "trained_on_this": _trained_on_this(meta, data, fingerprint),
+        "trained_on_this": rep["training_overlap"]["trained_on_evaluated_images"],
+        "overlap": overlap_sentence(rep),
     }
 
 
@@ -157,15 +155,13 @@ def render_html(
 ) -> str:
     """The report as one HTML document (``gallery``: :func:`build_gallery`'s sections)."""
     report = _shareable(evaluation.report, data.source)
-    fingerprint = (data_fingerprint(read_manifest(data.source), prepared_crop_fraction(data.source))
-                   if data.prepared else None)
     reps = report["checkpoints"]
     shown = [card for _, cards in gallery for card in cards if card.pictures]
     context = {
         "report": report,
         "created": (created or datetime.now(timezone.utc)).strftime("%Y-%m-%d %H:%M UTC"),
         "n_melanoma": reps[0]["n_melanoma"],
-        "models": [_model_card(rep, data, fingerprint) for rep in reps],
+        "models": [_model_card(rep) for rep in reps],
         "metric_rows": metric_rows(report),
         "curves": {name.removesuffix(".png"): figure_data_uri(fig)
                    for name, fig in curve_figures(evaluation).items()},

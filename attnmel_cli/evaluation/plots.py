@@ -12,11 +12,10 @@ from matplotlib.figure import Figure
 from sklearn.metrics import precision_recall_curve, roc_curve
 
 from attnmel_cli.evaluation import metrics
+from attnmel_cli.evaluation.outputs import CLASS_PLOTS
 from attnmel_cli.evaluation.results import ECE_BINS, Evaluation
 from attnmel_cli.io.atomic import atomic_path
 from attnmel_cli.io.safe_text import plain_label
-
-CLASS_PLOTS = ("roc_classes.png", "pr_classes.png", "confusion_matrix.png")
 
 
 def _figure(title: str, xlabel: str, ylabel: str) -> tuple[Figure, Any]:

@@ -11,20 +11,17 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 
-from attnmel_cli.errors import AttnMelError
 from attnmel_cli.evaluation.isic_scorer import PARTIAL_AUC_SENSITIVITY, SENSITIVITIES
-from attnmel_cli.evaluation.plots import CLASS_PLOTS, write_plots
+from attnmel_cli.evaluation.leakage import overlap_sentence
+from attnmel_cli.evaluation.outputs import check_outputs
+from attnmel_cli.evaluation.plots import write_plots
 from attnmel_cli.evaluation.results import SPECIFICITIES, Evaluation, Scores
-from attnmel_cli.io.atomic import ensure_dir, refuse_unless_forced, write_text_atomic
+from attnmel_cli.io.atomic import write_text_atomic
 from attnmel_cli.io.safe_text import csv_cell, printable
 from attnmel_cli.models.names import is_binary
-
-OUTPUT_FILES = (
-    "predictions.csv", "report.json", "roc.png", "pr.png", "reliability.png", "report.html",
-    *CLASS_PLOTS,
-)
 
 
 def _finite_or_none(value: Any) -> Any:
@@ -109,15 +106,6 @@ def stdout_text(evaluation: Evaluation, fmt: str) -> str:
         return predictions_csv(evaluation.scores)
     records = prediction_records(evaluation.scores)
     return "".join(json.dumps(rec, ensure_ascii=False) + "\n" for rec in records)
-
-
-def check_outputs(out: Path, *, overwrite: bool = False) -> None:
-    """Refuse, before any work, an ``out`` that holds evaluate's files unless ``overwrite``."""
-    if out.exists() and not out.is_dir():
-        raise AttnMelError(f"{out}: exists and is not a folder")
-    existing = (out / f for f in OUTPUT_FILES if (out / f).exists())
-    refuse_unless_forced(next(existing, None), force=overwrite)
-    ensure_dir(out)  # fail now, not after scoring, where the folder cannot be written
 
 
 def write_outputs(evaluation: Evaluation, out: Path, *, overwrite: bool = False) -> list[Path]:
@@ -254,9 +242,12 @@ def report_table(report: dict[str, Any]) -> Table:
     """The report as a Rich table: one column per checkpoint (:func:`metric_rows`)."""
     reports = report["checkpoints"]
     left_out = report["score_weight_zero"]
+    leaks = [overlap_sentence(r) for r in reports
+             if r.get("training_overlap", {}).get("trained_on_evaluated_images")]
     table = Table(
         title=f"{printable(report['data'])} · split {report['split']} · {report['n_images']} images"
         + (f" ({left_out} of score_weight 0 left out)" if left_out else "")
+        + "".join(f"\n[bold red]TRAINED ON THESE IMAGES:[/] {escape(s)}" for s in leaks)
     )
     table.add_column("metric")
     for rep in reports:

@@ -5,7 +5,6 @@ side by side on the same images.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -27,6 +26,7 @@ from attnmel_cli.evaluation.isic_scorer import (
     SENSITIVITIES,
     partial_auc_above_sensitivity,
 )
+from attnmel_cli.evaluation.leakage import prepared_fingerprint, training_overlap
 from attnmel_cli.evaluation.results import (
     ECE_BINS,
     SPECIFICITIES,
@@ -41,19 +41,6 @@ from attnmel_cli.models.names import is_binary
 # How ``evaluate`` calls an image melanoma; the ISIC scorer calls it so when p > 0.5, which
 # differs only for an image scored exactly at the threshold (counted in ``n_at_threshold``).
 DECISION_RULE = "p_melanoma >= threshold"
-
-
-def parse_threshold(text: str) -> float | None:
-    """``--threshold``: a probability in [0, 1], or ``val`` (→ ``None``: choose on validation)."""
-    if text.strip().lower() == "val":
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not 0 <= value <= 1:
-        raise AttnMelError(f"--threshold must be a probability in [0, 1] or 'val'; got {text!r}")
-    return value
 
 
 def checkpoint_report(
@@ -72,7 +59,8 @@ def checkpoint_report(
     report: dict[str, Any] = {
         "checkpoint": str(sc.checkpoint),
         "name": sc.name,
-        "metadata": {**asdict(meta), "preprocessing": meta.preprocessing},
+        "metadata": {**{k: v for k, v in asdict(meta).items() if k != "train_image_ids"},
+                     "preprocessing": meta.preprocessing},
         "n_images": len(y),
         "n_melanoma": int(y.sum()),
         "average_precision": interval(y, p, metrics.average_precision, n_boot, seed),
@@ -181,6 +169,7 @@ def run_evaluation(
         )
     all_scores: list[Scores] = []
     reports = []
+    fingerprint = prepared_fingerprint(data)
     for ckpt, name in zip(checkpoints, display_names(checkpoints), strict=True):
         session = Session.load(ckpt, device)
         sc = score(
@@ -196,7 +185,9 @@ def run_evaluation(
             t = metrics.youden_threshold(val.labels, val.probs).threshold
             source = f"chosen on split {val_data.split!r} (Youden's J)"
         all_scores.append(sc)
-        reports.append(checkpoint_report(sc, t, source, n_boot=n_boot, seed=seed))
+        rep = checkpoint_report(sc, t, source, n_boot=n_boot, seed=seed)
+        rep["training_overlap"] = training_overlap(sc.meta, data, fingerprint, str(ckpt))
+        reports.append(rep)
     return Evaluation(_assemble(data, reports, all_scores, n_boot, seed), all_scores)
 
 
@@ -211,6 +202,9 @@ def _assemble(
         "attnmel_version": __version__,
         "data": str(data.source),
         "split": data.split,
+        # true when any checkpoint trained on some of these images (each says how many)
+        "trained_on_evaluated_images": any(
+            r["training_overlap"]["trained_on_evaluated_images"] for r in reports),
         "n_images": len(data.items) - len(failed),
         "n_failed": len(failed),
         "score_weight_zero": data.score_weight_zero,

@@ -7,8 +7,10 @@ the attention gates; absent before 0.2 and then (8, 16, 32)), ``width``, ``image
 size, interpolation: authoritative on load), ``train_config`` (no absolute paths), ``metrics``,
 ``data_fingerprint`` (the target prepared dir's), ``sources`` (runs on several prepared dirs:
 each one's name, data fingerprint, weight, images, melanomas, crop fraction and role; absent for
-one), ``attnmel_version``; non-string values are JSON-encoded. Read without torch (ONNX models
-carry the same header); a model to and from its checkpoint: :mod:`.model_checkpoint`.
+one), ``attnmel_version``, and (since 0.2, for a trained model) ``train_image_ids``: the ids of
+the images it trained on as a compact hash set (:mod:`attnmel_cli.data.id_set`), so that
+``evaluate`` can tell when it scores them; non-string values are JSON-encoded. Read without torch
+(ONNX models carry the same header); a model to and from its checkpoint: :mod:`.model_checkpoint`.
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ class CheckpointMeta:
     prepared_size: int = PREPARED_SIZE
     interpolation: str = INTERPOLATION
     sources: list[dict[str, Any]] = field(default_factory=list)  # several --data dirs
+    train_image_ids: str = ""  # data.id_set.encode_ids of the training images ("": unknown)
 
     def __post_init__(self) -> None:
         if not self.resize:  # the paper's ratio, as every checkpoint before 0.2 had it
@@ -104,6 +107,8 @@ class CheckpointMeta:
             "attnmel_version": self.attnmel_version,
             **({"sources": self.sources} if self.sources else {}),
         }
+        if self.train_image_ids:
+            values["train_image_ids"] = self.train_image_ids
         return {k: v if isinstance(v, str) else json.dumps(v) for k, v in values.items()}
 
     @classmethod
@@ -177,21 +182,30 @@ def _describe_non_safetensors(path: Path) -> str:
     return f"{path}: not a safetensors file (truncated, corrupt or another format)"
 
 
-def read_tensors(path: str | Path) -> tuple[dict[str, Tensor], dict[str, str]]:
-    """All tensors and the raw header metadata of any safetensors file, validated by safetensors."""
-    path = Path(path)
+def _check_file(path: Path) -> None:
     if not path.is_file():
         raise CheckpointError(
             f"{path}: checkpoint not found" if not path.exists() else f"{path}: not a file"
         )
+
+
+def _unreadable(path: Path, exc: Exception) -> CheckpointError:
+    """The one-line error for a file safetensors could not open."""
+    if isinstance(exc, PermissionError):
+        return CheckpointError(f"{path}: permission denied")
+    return CheckpointError(_describe_non_safetensors(path))
+
+
+def read_tensors(path: str | Path) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """All tensors and the raw header metadata of any safetensors file, validated by safetensors."""
+    path = Path(path)
+    _check_file(path)
     try:
         with safe_open(str(path), framework="pt", device="cpu") as fh:
             header = fh.metadata() or {}
             tensors = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118 - safe_open API
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        if isinstance(exc, PermissionError):
-            raise CheckpointError(f"{path}: permission denied") from None
-        raise CheckpointError(_describe_non_safetensors(path)) from None
+        raise _unreadable(path, exc) from None
     return tensors, header
 
 
@@ -216,13 +230,15 @@ def write_tensors(
 
 
 def read_header(path: str | Path) -> dict[str, str]:
-    """The raw header metadata of a safetensors file, without reading its tensors."""
+    """The raw header metadata of a safetensors file, without reading its tensors (or importing
+    torch: a missing or foreign file is reported before anything heavy loads)."""
+    path = Path(path)
+    _check_file(path)
     try:
         with safe_open(str(path), framework="numpy") as fh:
             return fh.metadata() or {}
-    except (SafetensorError, OSError, ValueError, RuntimeError):
-        read_tensors(path)  # raises the precise error
-        raise
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise _unreadable(path, exc) from None
 
 
 def read_metadata(path: str | Path) -> CheckpointMeta:

@@ -13,12 +13,14 @@ import math
 from typing import Any
 
 from attnmel_cli.config import CROP_FRACTION, INTERPOLATION, PREPARED_SIZE
+from attnmel_cli.data.id_set import decode_ids
 from attnmel_cli.io.safe_text import printable
 from attnmel_cli.models.names import name_problem
 
 MAX_SIZE = 2048  # pixels: image_size, resize, prepared_size
 MAX_CLASSES = 1000
 MAX_STRIDE = 1024
+MAX_ID_SET_CHARS = 60_000_000  # train_image_ids: 10⁷ ids at 5.4 characters each, with room
 
 
 class FieldError(ValueError):
@@ -104,6 +106,20 @@ def _sources(header: dict[str, str]) -> list[dict[str, Any]]:
     return value
 
 
+def _id_set(header: dict[str, str]) -> str:
+    """``train_image_ids`` (:mod:`attnmel_cli.data.id_set`; absent: ""), at most 10⁷ ids."""
+    value = header.get("train_image_ids", "")
+    if not value:
+        return ""
+    if not isinstance(value, str) or len(value) > MAX_ID_SET_CHARS:
+        raise FieldError(f"train_image_ids: not a text of at most {MAX_ID_SET_CHARS} characters")
+    try:
+        decode_ids(value)
+    except ValueError as exc:
+        raise FieldError(f"train_image_ids: {exc}") from None
+    return value
+
+
 def _get(header: dict[str, str], key: str) -> str:
     if key not in header:
         raise FieldError(f"{key}: missing")
@@ -161,6 +177,7 @@ def parse_header(header: dict[str, str]) -> dict[str, Any]:
         "attnmel_version": _text(header, "attnmel_version", "unknown"),
         "strides": tuple(integer("strides", s, high=MAX_STRIDE) for s in strides),
         "sources": _sources(header),
+        "train_image_ids": _id_set(header),
         "preprocessing_image_size": pre.pop("image_size"),
         **pre,
     }

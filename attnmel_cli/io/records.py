@@ -1,12 +1,10 @@
 """Scoring records on stdout: CSV with a header, JSON lines, one JSON document, or a Rich table.
 
-Record fields (design contract): ``path, p_melanoma, prediction, checkpoint`` (+ ``error``) for a
-binary (other, melanoma) checkpoint, whose ``prediction`` is 1 when ``p_melanoma ≥ threshold``.
-A multi-class checkpoint adds ``p_<class>`` for each of its classes (in its order) after
-``p_melanoma`` (not repeated for a class named ``melanoma``), and its ``prediction`` is a class
-name (:func:`predicted_index`). ``label`` is reserved for ground truth; during its deprecation
-period ``predict`` still adds the old ``label`` field to binary records, a copy of
-``prediction``, after the others (:data:`LEGACY_LABEL`).
+Record fields (design contract): ``path, p_melanoma, prediction, checkpoint`` (+ ``error``).
+``prediction`` is a class name (:func:`predicted_index`): for a binary (other, melanoma)
+checkpoint ``melanoma`` when ``p_melanoma ≥ threshold``, else ``other``. A multi-class checkpoint
+adds ``p_<class>`` for each of its classes (in its order) after ``p_melanoma`` (not repeated for a
+class named ``melanoma``). ``label`` is reserved for ground truth.
 """
 
 from __future__ import annotations
@@ -23,17 +21,12 @@ from rich.text import Text
 
 from attnmel_cli.errors import AttnMelError
 from attnmel_cli.io.safe_text import csv_cell, printable
-from attnmel_cli.models.names import CLASSES, is_binary, melanoma_index
+from attnmel_cli.models.names import CLASSES, class_words, is_binary, melanoma_index
 
-LEGACY_LABEL = "label"  # deprecated copy of ``prediction``; to be removed in attnmel 0.3
-FIELDS = ("path", "p_melanoma", "prediction", "checkpoint", "error", LEGACY_LABEL)
+FIELDS = ("path", "p_melanoma", "prediction", "checkpoint", "error")
 DEFAULT_THRESHOLD = 0.5  # a binary checkpoint's prediction is 1 when p_melanoma ≥ this
 # Every command's --format: records one per line (csv, jsonl), one JSON document, or for people.
 FORMATS = ("table", "csv", "jsonl", "json")
-LEGACY_LABEL_NOTE = (
-    "the 'label' field of predict's records is deprecated and will be removed in attnmel 0.3: "
-    "read 'prediction' (the same value); 'label' now means ground truth only"
-)
 
 
 def check_format(fmt: str) -> str:
@@ -69,33 +62,33 @@ def predicted_index(
     return max(candidates, key=lambda i: probs[i])
 
 
-def prediction_caption(classes: Sequence[str], probs: Sequence[float]) -> str:
-    """The predicted class and its probability, e.g. ``nevus 0.71`` (``explain``'s composite)."""
-    i = predicted_index(classes, probs)
-    return f"{classes[i]} {probs[i]:.2f}"
+def prediction_caption(
+    classes: Sequence[str], probs: Sequence[float], threshold: float | None = None
+) -> str:
+    """The predicted class in words and its probability, e.g. ``seborrheic keratosis 0.71``
+    (the overlays' legend and ``explain``'s composite)."""
+    i = predicted_index(classes, probs, threshold)
+    return f"{class_words(classes[i])} {probs[i]:.2f}"
 
 
 def record(
     path: str, p: float | None, threshold: float | None, checkpoint: str, error: str | None,
     *, classes: Sequence[str] = CLASSES, probs: Sequence[float] = (),
 ) -> dict[str, Any]:
-    """One scoring record (unscored: ``p`` is None). Binary ``classes``: ``prediction`` is 1
-    (melanoma) when ``p >= threshold`` (default :data:`DEFAULT_THRESHOLD`); otherwise
-    ``p_<class>`` from ``probs`` (K,) and ``prediction`` the :func:`predicted_index` class."""
+    """One scoring record (unscored: ``p`` is None): ``prediction`` the :func:`predicted_index`
+    class name (binary ``classes``: melanoma when ``p >= threshold``, default
+    :data:`DEFAULT_THRESHOLD`); a multi-class checkpoint adds ``p_<class>`` from ``probs`` (K,)."""
     rec: dict[str, Any] = {"path": path, "p_melanoma": None if p is None else round(p, 6)}
     if is_binary(classes):
-        cut = DEFAULT_THRESHOLD if threshold is None else threshold
-        prediction: int | str | None = None if p is None else int(p >= cut)
+        probs = (1.0 - p, p) if p is not None else ()
     else:
         for name, q in zip(classes, probs if p is not None else [None] * len(classes),
                            strict=True):
             rec.setdefault(f"p_{name}", None if q is None else round(q, 6))
-        prediction = None if p is None else classes[predicted_index(classes, probs, threshold)]
+    prediction = None if p is None else classes[predicted_index(classes, probs, threshold)]
     rec.update(prediction=prediction, checkpoint=checkpoint)
     if error is not None:
         rec["error"] = error
-    if is_binary(classes):
-        rec[LEGACY_LABEL] = prediction
     return rec
 
 
@@ -150,11 +143,9 @@ class RecordWriter:
             if rec.get("error"):
                 table.add_row(path, "—", Text(f"error: {printable(rec['error'])}", style="red"))
                 continue
-            if is_binary(self.classes):
-                pred = Text("melanoma", style="bold red") if rec["prediction"] else Text("other")
-            else:
-                name = rec["prediction"]
-                pred = Text(f"{printable(name)} {rec[f'p_{name}']:.3f}",
-                            style="bold red" if name == melanoma else "")
+            name = rec["prediction"]
+            style = "bold red" if name == melanoma else ""
+            pred = (Text(printable(name), style=style) if is_binary(self.classes)
+                    else Text(f"{printable(name)} {rec[f'p_{name}']:.3f}", style=style))
             table.add_row(path, f"{rec['p_melanoma']:.3f}", pred)
         return table

@@ -52,3 +52,8 @@ def class_problems(classes: Sequence[str]) -> list[str]:
     if not any(name in classes for name in MELANOMA_NAMES):
         problems.append(f"classes {list(classes)}: no melanoma class ({'/'.join(MELANOMA_NAMES)})")
     return problems
+
+
+def class_words(name: str) -> str:
+    """A class name for people: ``seborrheic_keratosis`` → ``seborrheic keratosis``."""
+    return name.replace("_", " ")

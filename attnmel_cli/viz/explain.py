@@ -44,7 +44,8 @@ def write_explanation(
     photo = load_photo(scored.path, max_pixels=max_pixels, warn_frames=False)
     box = network_box(*photo.size, meta.preprocess, prepared=is_prepared_image(photo))
     predicted = prediction_caption(meta.classes, scored.probs)
-    overlays, panel = explanation_images(photo, scored.maps, box, f"photo: {predicted}", predicted)
+    overlays, panel = explanation_images(photo, scored.maps, box, f"photo: {predicted}",
+                                         predicted)
     written = [
         save_image(img, out_dir / f"{stem}_{name}.png", overwrite=overwrite)
         for name, img in overlays.items()

@@ -21,6 +21,8 @@ from attnmel_cli.engine.scored import Scored, ScoringSession
 from attnmel_cli.errors import AttnMelError
 from attnmel_cli.io.atomic import atomic_path, ensure_dir, refuse_unless_forced
 from attnmel_cli.io.checkpoint import CheckpointMeta
+from attnmel_cli.io.records import prediction_caption
+from attnmel_cli.viz.legend import add_legend
 
 MAP_LABELS = {"pool3": "pool-3 attention", "pool4": "pool-4 attention", "cam": "CAM (melanoma)"}
 
@@ -100,20 +102,6 @@ def composite(panels: list[tuple[str, Image.Image]], height: int = 384) -> Image
     return canvas
 
 
-def stamp(img: Image.Image, text: str) -> Image.Image:
-    """A copy of ``img`` with ``text`` in its bottom-left corner, white on a black box, the font
-    sized to the image (about 1/30 of its shorter side)."""
-    out = img.copy()
-    draw = ImageDraw.Draw(out)
-    font = ImageFont.load_default(size=max(10, min(out.size) // 30))
-    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
-    pad = max(2, (bottom - top) // 4)
-    y0 = out.height - (bottom - top + 2 * pad)
-    draw.rectangle([0, y0, right - left + 2 * pad, out.height], fill=(0, 0, 0))
-    draw.text((pad - left, y0 + pad - top), text, fill=(255, 255, 255), font=font)
-    return out
-
-
 def save_image(img: Image.Image, target: str | Path, *, overwrite: bool = False) -> Path:
     """Save atomically; the format follows ``target``'s extension (PNG when unknown)."""
     target = Path(target)
@@ -125,19 +113,18 @@ def save_image(img: Image.Image, target: str | Path, *, overwrite: bool = False)
 
 def explanation_images(
     photo: Image.Image, maps: dict[str, np.ndarray], box: tuple[float, float, float, float],
-    photo_label: str = "photo", overlay_label: str | None = None,
+    photo_label: str = "photo", prediction: str | None = None,
 ) -> tuple[dict[str, Image.Image], Image.Image]:
-    """One overlay per map at the photo's resolution (``overlay_label`` stamped in its corner,
-    e.g. the predicted class), and the (photo | map …) composite, its photo panel captioned
-    ``photo_label``."""
+    """One overlay per map at the photo's resolution, each with its legend (the map's name, its
+    colour bar and ``prediction``, the predicted class and probability), and the (photo | map …)
+    composite, its photo panel captioned ``photo_label``."""
     overlays = {
         name: overlay(photo, map_on_photo(display_map(name, values), photo.size, box), box)
         for name, values in maps.items()
     }
     panels = [(photo_label, photo)] + [(MAP_LABELS.get(n, n), img) for n, img in overlays.items()]
-    if overlay_label is not None:
-        overlays = {name: stamp(img, f"{MAP_LABELS.get(name, name)} · {overlay_label}")
-                    for name, img in overlays.items()}
+    overlays = {name: add_legend(img, MAP_LABELS.get(name, name), prediction, colorize)
+                for name, img in overlays.items()}
     return overlays, composite(panels)
 
 
@@ -154,14 +141,18 @@ def overlay_target(path: str, out_dir: Path, taken: set[str], suffix: str = ".pn
 
 def write_overlay(
     scored: Scored, meta: CheckpointMeta, map_name: str, target: Path, *,
-    max_pixels: int = DEFAULT_MAX_PIXELS, overwrite: bool = False,
+    threshold: float | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
+    overwrite: bool = False,
 ) -> Path:
-    """Overlay of one map on the photo at the photo's own resolution (EXIF orientation applied)."""
+    """Overlay of one map on the photo at the photo's own resolution (EXIF orientation applied),
+    with its legend: the map's name, colour bar and the prediction (``threshold`` as predict's)."""
     if map_name not in scored.maps:
         raise AttnMelError(f"this checkpoint ({meta.arch}) has no {map_name} map")
     photo = load_photo(scored.path, max_pixels=max_pixels, warn_frames=False)
     box = network_box(*photo.size, meta.preprocess, prepared=is_prepared_image(photo))
-    overlays, _ = explanation_images(photo, {map_name: scored.maps[map_name]}, box)
+    predicted = prediction_caption(meta.classes, scored.probs, threshold)
+    overlays, _ = explanation_images(photo, {map_name: scored.maps[map_name]}, box,
+                                     prediction=predicted)
     return save_image(overlays[map_name], target, overwrite=overwrite)
 
 
