@@ -18,6 +18,9 @@
 #      twostage-lesion, mixed-lesion: the same with --roi lesion (stage1-lesion for twostage)
 # 4. report: scripts/cv_report_ham.py (AUC, AP, Table 3 Jaccard, DeLong vs today, TTA of the
 #    best, the colour baseline, the ISIC 2016 photos out of fold).
+# 5. final (FINAL=row, default twostage): that row's recipe once more on all 2,150 ISIC 2017
+#    train + val images (no held-out fold: the last epoch), written to $WORK/final-<row>; copy it
+#    to weights/ and export it by hand (see weights/README.md).
 # Every training run checkpoints each epoch; re-running the script resumes an interrupted run
 # and skips finished ones, so it can be carried across sessions. JOBS runs side by side.
 set -euo pipefail
@@ -26,7 +29,8 @@ ISIC2017=${ISIC2017:-../shared/data/isic2017-256}
 HAM=${HAM:-../shared/data/ham10000-200x150}
 ISIC2016=${ISIC2016:-../shared/data/isic2016-test-fullres}
 JOBS=${JOBS:-2}
-STEPS=${STEPS:-prepare stage1 folds report}
+STEPS=${STEPS:-prepare stage1 folds report final}
+FINAL=${FINAL:-twostage}
 ROWS=${ROWS:-twostage today mixed twostage-lesion mixed-lesion}
 FOLDS=3
 EPOCHS=4
@@ -89,5 +93,13 @@ for step in $STEPS; do
         --folds "$FOLDS" --rows "today,$(echo "$ROWS" | tr ' ' ',' | sed 's/today,\?//')" \
         --isic2016 "$ISIC2016" --json "$WORK/cv_report.json" \
         --markdown "$WORK/cv_tables.md" > /dev/null ;;
+    final)
+      case $FINAL in
+        today) extra=() ;;
+        twostage) extra=(--init "$WORK/stage1/last.safetensors") ;;
+        *) echo "FINAL=$FINAL: only today and twostage have a final step" >&2; exit 1 ;;
+      esac
+      run "$WORK/final-$FINAL" "$EPOCHS" --data "$WORK/prepared/isic2017" --pretrained \
+        --image-size 192 --train-splits train,val "${extra[@]}" ;;
   esac
 done

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from attnmel_cli.data.id_set import count_in, decode_ids
 from attnmel_cli.data.manifest import read_manifest, write_manifest
 from attnmel_cli.data.mix import parse_source_weights, source_names
 from attnmel_cli.data.prepare import prepare_dataset
@@ -167,3 +168,20 @@ def test_cli_takes_repeated_data_and_source_weights(
     bad = invoke("train", "--data", prepared, "--data", ham_prepared, "--out", tmp_path / "r2",
                  "--source-weights", "nope=1", "--no-pretrained")
     assert bad.exit_code != 0 and "no source named 'nope'" in bad.output
+
+
+def test_two_stage_run_inherits_the_first_stages_sources_and_image_ids(
+    config, prepared: Path, ham_prepared: Path, tmp_path: Path,
+) -> None:
+    stage1 = tmp_path / "stage1"
+    train(config([ham_prepared], stage1, epochs=1, train_splits="train,val"))
+    train(config([prepared], tmp_path / "two", epochs=1, init=stage1 / LAST))
+    meta = read_metadata(tmp_path / "two" / LAST)
+    target, init = meta.sources
+    ham_rows = read_manifest(ham_prepared)
+    assert (target["role"], target["name"]) == ("target", prepared.name)
+    assert (init["role"], init["name"], init["checkpoint"]) == ("init", "ham10000", LAST)
+    assert init["fingerprint"] == data_fingerprint(ham_rows, 1.0)
+    seen = decode_ids(meta.train_image_ids)
+    assert count_in(seen, [r.image_id for r in ham_rows]) == len(ham_rows)
+    assert count_in(seen, [r.image_id for r in read_manifest(prepared, "val")]) == 0

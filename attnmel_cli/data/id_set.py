@@ -19,9 +19,19 @@ def _digest(image_id: str) -> bytes:
     return hashlib.sha256(image_id.encode("utf-8")).digest()[:WIDTH]
 
 
+def _encode(digests: Iterable[bytes]) -> str:
+    return TAG + base64.b64encode(b"".join(sorted(set(digests)))).decode("ascii")
+
+
 def encode_ids(ids: Iterable[str]) -> str:
     """The header value of the set of ``ids``."""
-    return TAG + base64.b64encode(b"".join(sorted({_digest(i) for i in ids}))).decode("ascii")
+    return _encode(_digest(i) for i in ids)
+
+
+def union_ids(*encoded: str) -> str:
+    """One header value holding every set of ``encoded`` (empty values, unknown sets, skipped):
+    a model fine-tuned from another (``train --init``) has seen both runs' images."""
+    return _encode(d for text in encoded if text for d in decode_ids(text))
 
 
 def decode_ids(text: str) -> frozenset[bytes]:

@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -259,6 +260,20 @@ def cache_images(dataset: TrainSet, processes: int = 1) -> None:
     dataset.cache(threads=max(1, (os.cpu_count() or 1) // processes))
     log.info("decoded %d training images into RAM (%.0f MiB) in %.1f s",
              len(dataset), mib, time.perf_counter() - t0)
+
+
+def inherited(path: Path | None) -> tuple[list[dict[str, Any]], str]:
+    """What a run started from ``--init path`` inherits for its checkpoint's provenance: the
+    init checkpoint's sources (its own ``sources``, else its one prepared dir), each with role
+    ``init``, and its ``train_image_ids``; nothing without --init."""
+    if path is None:
+        return [], ""
+    source = read_metadata(path)
+    data = source.train_config.get("data", "")
+    own = source.sources or [{"name": Path(data[0] if isinstance(data, list) else data).name,
+                              "fingerprint": source.data_fingerprint,
+                              "crop_fraction": source.crop_fraction}]
+    return [{**s, "role": "init", "checkpoint": path.name} for s in own], source.train_image_ids
 
 
 def init_from(model: torch.nn.Module, meta: CheckpointMeta, path: Path) -> None:

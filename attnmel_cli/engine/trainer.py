@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader
 
 from attnmel_cli.config import TrainConfig, default_train_workers
 from attnmel_cli.data.classes import class_labels, class_weights, resolve_classes
-from attnmel_cli.data.id_set import encode_ids
+from attnmel_cli.data.id_set import encode_ids, union_ids
 from attnmel_cli.data.manifest import MANIFEST_NAME, Row
 from attnmel_cli.data.sampler import OversamplingSampler
 from attnmel_cli.data.train_set import TrainSet
@@ -43,6 +43,7 @@ from attnmel_cli.engine.setup import (
     check_config,
     check_resumable,
     determinism,
+    inherited,
     init_from,
     load_data,
 )
@@ -139,13 +140,15 @@ def _build(
     )
     paths = [root / row.image for root, row in zip(data.roots, data.train, strict=True)]
     mean, std = dist.on_main(lambda: normalization(config, paths))
+    init_sources, init_ids = dist.on_main(lambda: inherited(config.init))
+    sources = [s.record() for s in data.sources] + init_sources
     meta = CheckpointMeta(
         arch=config.arch, backbone=config.backbone, width=config.width,
         image_size=config.image_size, classes=classes, mean=mean, std=std, strides=model.strides,
         train_config=config.as_record(), data_fingerprint=data.fingerprint,
         crop_fraction=data.sources[0].crop_fraction,
-        sources=[s.record() for s in data.sources] if len(data.sources) > 1 else [],
-        train_image_ids=encode_ids(r.image_id for r in data.train),
+        sources=sources if len(sources) > 1 else [],  # one prepared dir: data_fingerprint says
+        train_image_ids=union_ids(encode_ids(r.image_id for r in data.train), init_ids),
     )
     if state is not None and dist.is_main:
         model.load_state_dict(last_weights(config.out, state.epoch), strict=True)
