@@ -121,7 +121,10 @@ def evaluate(
     # Outside torchrun the options and the data are checked before torch loads.
     checked = None if torchrun_env() is not None else setup()
     from attnmel_cli.engine.distributed import process_group  # lazy: torch
+    from attnmel_cli.engine.scored import ScoringOptions
     from attnmel_cli.evaluation.report import run_evaluation  # lazy: scikit-learn loads slowly
+
+    options = ScoringOptions(batch_size=batch_size, max_pixels=max_pixels, amp=amp, tta=tta)
 
     # Under torchrun every process scores a block of the images; rank 0 writes the report.
     with process_group(device) as (dist, dev):
@@ -130,11 +133,10 @@ def evaluate(
         with progress(dist.is_main) as bar:
             task = bar.add_task("evaluating", total=(hi - lo) * len(checkpoints))
             result = run_evaluation(
-                eval_data, checkpoints, dev, threshold=cut, val_data=val_data,
-                n_boot=bootstrap, seed=seed, batch_size=batch_size,
-                workers=dist.workers(default_workers()) if workers is None else workers,
-                advance=lambda: bar.advance(task), max_pixels=max_pixels, dist=dist, amp=amp,
-                tta=tta,
+                eval_data, checkpoints, dev, options.but(
+                    workers=dist.workers(default_workers()) if workers is None else workers,
+                ), threshold=cut, val_data=val_data, n_boot=bootstrap, seed=seed,
+                advance=lambda: bar.advance(task), dist=dist,
             )
     if not dist.is_main:
         raise typer.Exit(EXIT_OK)
@@ -144,9 +146,8 @@ def evaluate(
         from attnmel_cli.evaluation.html_report import write_html_report
 
         write_html_report(
-            result, eval_data, pages, dev, gallery=gallery, batch_size=batch_size,
-            workers=0 if workers is None else workers, max_pixels=max_pixels, amp=amp, tta=tta,
-            overwrite=force,
+            result, eval_data, pages, dev, gallery=gallery,
+            options=options.but(workers=0 if workers is None else workers), overwrite=force,
         )
         log.info("wrote the HTML report to %s", ", ".join(map(str, pages)))
     raise typer.Exit(EXIT_PARTIAL if result.report["failed"] else EXIT_OK)

@@ -19,7 +19,6 @@ from typing import Any, TypeVar
 import numpy as np
 
 from attnmel_cli.config import default_workers
-from attnmel_cli.data.decode import DEFAULT_MAX_PIXELS
 from attnmel_cli.deploy.onnx_checks import (
     QUIET,
     check_external_data,
@@ -37,8 +36,10 @@ from attnmel_cli.deploy.onnx_deps import (
 )
 from attnmel_cli.deploy.onnx_digest import digest_mismatch
 from attnmel_cli.engine.scored import (
+    DEFAULT_OPTIONS,
     VIEWS,
     Scored,
+    ScoringOptions,
     apply_view,
     load_input,
     map_names,
@@ -184,28 +185,21 @@ class OnnxSession:
         return prob_sum / n, {name: s / n for name, s in map_sums.items()}
 
     def score(
-        self,
-        paths: Sequence[str],
-        *,
-        batch_size: int = 16,
-        workers: int | None = None,
-        keep_maps: bool = False,
-        prepared: bool = False,
-        max_pixels: int = DEFAULT_MAX_PIXELS,
-        amp: bool = False,  # the PyTorch session's option (bf16 on CUDA); no effect here
-        tta: bool = False,
+        self, paths: Sequence[str], options: ScoringOptions = DEFAULT_OPTIONS
     ) -> Iterator[Scored]:
-        """Score ``paths`` in input order (``workers`` decoding threads; ``tta``: the 8
-        flips/rotations averaged, 8× the work)."""
-        pre = self.meta.preprocess
+        """Score ``paths`` in input order as ``options`` say (``workers`` decoding threads;
+        ``amp``, the PyTorch session's bf16 on CUDA, has no effect here)."""
+        pre, batch_size = self.meta.preprocess, options.batch_size
+        keep_maps, tta = options.keep_maps, options.tta
 
         def load(path: str) -> Loaded:
             try:
-                return load_input(path, pre, prepared=prepared, max_pixels=max_pixels), None
+                return load_input(path, pre, prepared=options.prepared,
+                                  max_pixels=options.max_pixels), None
             except InputError as exc:
                 return None, str(exc)
 
-        workers = default_workers() if workers is None else workers
+        workers = default_workers() if options.workers is None else options.workers
         batch: list[tuple[int, str, Loaded]] = []
         for index, (path, loaded) in enumerate(
             zip(paths, ordered_map(load, paths, workers), strict=True)
