@@ -19,7 +19,7 @@ import torch
 from attnmel_cli.deploy import export_match, onnx_deps
 from attnmel_cli.deploy.onnx_deps import INPUT_NAME, LOGITS_NAME, require
 from attnmel_cli.deploy.onnx_digest import digest_file
-from attnmel_cli.deploy.runtime import OnnxSession, ordered_map, providers
+from attnmel_cli.deploy.runtime import OnnxSession, providers
 from attnmel_cli.deploy.session import onnx_copy
 from attnmel_cli.engine.inference import Session
 from attnmel_cli.engine.scored import ScoringOptions
@@ -34,6 +34,7 @@ from attnmel_cli.io.default_model import (
 from attnmel_cli.io.digest import file_sha256
 from attnmel_cli.io.model_checkpoint import save_checkpoint
 from attnmel_cli.models.registry import build_model
+from attnmel_cli.parallel import parallel_map
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -408,10 +409,10 @@ def test_providers_and_missing_extra(monkeypatch) -> None:
         require("onnxruntime")
 
 
-def test_ordered_map_keeps_order() -> None:
+def test_parallel_map_keeps_order() -> None:
     items = list(range(50))
-    assert list(ordered_map(lambda i: i * i, items, 3)) == [i * i for i in items]
-    assert list(ordered_map(lambda i: -i, items, 0)) == [-i for i in items]
+    assert list(parallel_map(lambda i: i * i, items, 3)) == [i * i for i in items]
+    assert list(parallel_map(lambda i: -i, items, 0)) == [-i for i in items]
 
 
 def run_without_torch(args: list[str]) -> tuple[str, bool]:

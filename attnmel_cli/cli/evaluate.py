@@ -20,10 +20,11 @@ from attnmel_cli.cli.options import (
     TtaOpt,
     WorkersOpt,
 )
-from attnmel_cli.config import DEFAULT_MAX_PIXELS, default_workers, torchrun_env
+from attnmel_cli.config import DEFAULT_MAX_PIXELS, torchrun_env
 from attnmel_cli.errors import EXIT_OK, EXIT_PARTIAL
 from attnmel_cli.io.atomic import ensure_dir, refuse_unless_forced
 from attnmel_cli.io.records import check_format
+from attnmel_cli.parallel import scoring_workers
 
 if TYPE_CHECKING:
     from attnmel_cli.evaluation.results import EvalData, Evaluation
@@ -134,7 +135,7 @@ def evaluate(
             task = bar.add_task("evaluating", total=(hi - lo) * len(checkpoints))
             result = run_evaluation(
                 eval_data, checkpoints, dev, options.but(
-                    workers=dist.workers(default_workers()) if workers is None else workers,
+                    workers=scoring_workers(workers, dist.local_world),
                 ), threshold=cut, val_data=val_data, n_boot=bootstrap, seed=seed,
                 advance=lambda: bar.advance(task), dist=dist,
             )
@@ -147,6 +148,7 @@ def evaluate(
 
         write_html_report(
             result, eval_data, pages, dev, gallery=gallery,
+            # a few dozen images: decoded in this process unless --workers says otherwise
             options=options.but(workers=0 if workers is None else workers), overwrite=force,
         )
         log.info("wrote the HTML report to %s", ", ".join(map(str, pages)))

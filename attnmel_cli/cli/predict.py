@@ -25,12 +25,13 @@ from attnmel_cli.cli.options import (
     TtaOpt,
     WorkersOpt,
 )
-from attnmel_cli.config import DEFAULT_MAX_PIXELS, default_workers, torchrun_env
+from attnmel_cli.config import DEFAULT_MAX_PIXELS, torchrun_env
 from attnmel_cli.deploy.onnx_deps import is_onnx
-from attnmel_cli.deploy.session import onnx_copy
+from attnmel_cli.deploy.session import load_session, onnx_copy
 from attnmel_cli.errors import EXIT_OK, EXIT_PARTIAL
 from attnmel_cli.io.default_model import default_checkpoint, resolve_checkpoint
 from attnmel_cli.io.records import RecordWriter, check_format, default_format, record
+from attnmel_cli.parallel import scoring_workers
 
 if TYPE_CHECKING:
     from attnmel_cli.cli.scoring import Row
@@ -97,17 +98,14 @@ def predict(
                                    max_pixels=max_pixels, amp=amp, tta=tta),
     )
     if is_onnx(checkpoint if checkpoint is not None else default_checkpoint()):
-        from attnmel_cli.deploy.runtime import OnnxSession
-
-        _predict(None, lambda path: OnnxSession.load(path, device), request)
+        _predict(None, lambda path: load_session(path, device), request)  # one process, no torch
         return
     if torchrun_env() is None:  # a bad checkpoint is reported before torch loads
         checked_checkpoint(checkpoint)
     from attnmel_cli.engine.distributed import process_group  # lazy: torch
-    from attnmel_cli.engine.inference import Session
 
     with process_group(device) as (dist, dev):
-        _predict(dist, lambda path: Session.load(path, dev), request)
+        _predict(dist, lambda path: load_session(path, dev), request)
 
 
 @dataclass(frozen=True)
@@ -156,10 +154,9 @@ def _predict(
     )
     # This process's block (all of them outside torchrun).
     lo, hi = dist.bounds(len(inputs)) if dist is not None else (0, len(inputs))
-    options = r.scoring
-    if options.workers is None:
-        options = options.but(workers=dist.workers(default_workers()) if dist is not None
-                              else default_workers())
+    options = r.scoring.but(
+        workers=scoring_workers(r.scoring.workers, dist.local_world if dist is not None else 1)
+    )
 
     def results() -> Iterator[Row]:
         with progress(is_main) as bar:

@@ -15,7 +15,6 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from attnmel_cli.config import default_workers
 from attnmel_cli.data.decode import DEFAULT_MAX_PIXELS
 from attnmel_cli.engine.scored import (
     DEFAULT_OPTIONS,
@@ -31,6 +30,7 @@ from attnmel_cli.io.checkpoint import CheckpointMeta
 from attnmel_cli.io.model_checkpoint import load_checkpoint
 from attnmel_cli.models.attnmel import AttnMelNet
 from attnmel_cli.models.names import melanoma_index
+from attnmel_cli.parallel import scoring_workers
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -133,7 +133,7 @@ def score_paths(
     ``nan_is_error``: an image whose probabilities are not finite is an error naming ``name``
     (training's validation keeps the NaN: its metrics say the run diverged).
     """
-    workers = default_workers() if options.workers is None else options.workers
+    workers = scoring_workers(options.workers)
     loader = DataLoader(
         ImageFiles(paths, meta, prepared=options.prepared, max_pixels=options.max_pixels),
         batch_size=options.batch_size,

@@ -30,7 +30,7 @@ class ScoringOptions:
     Runtime): the one contract of ``predict``, ``explain``, ``evaluate`` and validation.
 
     ``batch_size``: images per network call. ``workers``: decoding workers (None: the backend's
-    default, :func:`attnmel_cli.config.default_workers`). ``max_pixels``: the decompression-
+    default, :func:`attnmel_cli.parallel.scoring_workers`). ``max_pixels``: the decompression-
     bomb guard. ``amp``: bf16 autocast on CUDA (PyTorch only; rounds the logits, so scores may
     tie). ``tta``: average the 8 flips/rotations (8× the work). ``keep_maps``: attach each
     image's attention maps (or CAM) as float32 arrays. ``prepared``: every input is a prepared

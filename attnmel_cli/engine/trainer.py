@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch.utils.data import DataLoader
 
-from attnmel_cli.config import TrainConfig, default_train_workers
+from attnmel_cli.config import TrainConfig
 from attnmel_cli.data.classes import class_labels, class_weights, resolve_classes
 from attnmel_cli.data.id_set import encode_ids
 from attnmel_cli.data.manifest import MANIFEST_NAME, Row
@@ -54,6 +54,7 @@ from attnmel_cli.io.run_state import RunState, capture_rng, load_run_state, rest
 from attnmel_cli.models.attnmel import AttnMelNet
 from attnmel_cli.models.names import CLASSES
 from attnmel_cli.models.registry import parse_strides
+from attnmel_cli.parallel import train_workers
 
 log = logging.getLogger("attnmel")
 
@@ -265,8 +266,7 @@ def _run(
     model, meta = _build(config, data, state, device, dist, classes)
     val_rows = data.val
     trained = dist.wrap(model, device, sync_bn=config.sync_bn)  # DDP, or model itself
-    workers = (default_train_workers(dist.local_world) if config.workers is None
-               else config.workers)
+    workers = train_workers(config.workers, dist.local_world)
     labels = class_labels(data.train, classes)
     sampler, loader = _loader(config, data, labels.tolist(), device, workers, dist)
     weights = class_weights(config.class_weights, labels[sampler.pool], len(classes))
