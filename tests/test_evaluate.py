@@ -18,6 +18,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from typer.testing import CliRunner
 
 from attnmel_cli.cli import app
+from attnmel_cli.cli.render import report_table
 from attnmel_cli.config import PreprocessConfig
 from attnmel_cli.data.id_set import encode_ids
 from attnmel_cli.data.manifest import Row, write_manifest
@@ -27,7 +28,7 @@ from attnmel_cli.engine.scored import ScoringOptions
 from attnmel_cli.errors import AttnMelError, DataError
 from attnmel_cli.evaluation.inputs import load_data
 from attnmel_cli.evaluation.outputs import check_outputs, parse_threshold
-from attnmel_cli.evaluation.rendering import report_json, report_table
+from attnmel_cli.evaluation.rendering import report_json
 from attnmel_cli.evaluation.report import checkpoint_report, display_names, run_evaluation
 from attnmel_cli.evaluation.results import Scores
 from attnmel_cli.io.checkpoint import CheckpointMeta, read_tensors, save_file

@@ -181,13 +181,9 @@ def _setup(
 
 def _render(result: Evaluation, out: Path | None, fmt: str, force: bool) -> None:
     """Failed images on stderr, the files in ``out``, the report as JSON (stdout) or a table."""
+    from attnmel_cli.cli.render import class_tables, report_table
     from attnmel_cli.evaluation.leakage import overlap_sentence
-    from attnmel_cli.evaluation.rendering import (
-        class_tables,
-        report_table,
-        stdout_text,
-        write_outputs,
-    )
+    from attnmel_cli.evaluation.rendering import stdout_text, write_outputs
 
     for failure in result.report["failed"]:
         report_failure(failure["path"], failure["error"])

@@ -131,6 +131,7 @@ def _predict(
 ) -> None:
     """Carry out ``request``; ``dist``: this process's place under torchrun (None: ONNX
     Runtime, one process)."""
+    from attnmel_cli.cli.render import show_records
     from attnmel_cli.cli.scoring import predict_rows  # lazy: numpy, Pillow, OpenCV…
     from attnmel_cli.data.image_files import collect_inputs
     from attnmel_cli.viz.overlay import check_overlay_options, overlay_map_name
@@ -172,7 +173,7 @@ def _predict(
     if not is_main:
         raise typer.Exit(EXIT_OK)
     classes = session.meta.classes
-    writer, failed = RecordWriter(fmt, classes=classes), 0
+    writer, failed = RecordWriter(fmt, classes=classes, show_table=show_records), 0
     for path, p, probs, error in rows:
         if error is not None:
             failed += 1
