@@ -48,7 +48,8 @@ def predict(
         float | None,
         typer.Option(
             min=0.0, max=1.0,
-            help="Predict melanoma when p_melanoma ≥ this (binary checkpoints: prediction 1; "
+            help="Predict melanoma when p_melanoma ≥ this (binary checkpoints: prediction "
+            "melanoma, else other; "
             "default 0.5). A multi-class checkpoint predicts its most probable class, or with "
             "this option melanoma when p_melanoma ≥ it and otherwise the most probable other "
             "class.",
