@@ -1,8 +1,7 @@
-"""Settings shared across the package: the preprocessing contract, worker defaults, a run's options.
+"""Settings shared across the package: the preprocessing contract and a run's options.
 
 - :class:`PreprocessConfig`: what turns a photograph into the network input (paper §3.1); the
   checkpoint records it (``mean``, ``std`` and the ``preprocessing`` header).
-- ``default_*workers``: the one home of every command's worker-count default.
 - :class:`TrainConfig`: every option of a training run, recorded in each of its checkpoints.
 """
 
@@ -84,23 +83,6 @@ class PreprocessConfig:
             resize=int(preprocessing["resize"]),
             interpolation=str(preprocessing["interpolation"]),
         )
-
-
-def default_workers() -> int:
-    """Decoding worker processes when scoring: the cores the network does not need to saturate,
-    at least one (``predict``, ``explain``, ``evaluate``)."""
-    return max(1, min(4, (os.cpu_count() or 2) - 1))
-
-
-def default_prepare_workers() -> int:
-    """Decoding threads of ``prepare``: min(4, CPU count)."""
-    return min(4, os.cpu_count() or 1)
-
-
-def default_train_workers(processes: int = 1) -> int:
-    """DataLoader workers of ``train``: the cores besides the main process, at most 8
-    (``processes`` training processes on the machine share its cores)."""
-    return max(1, min(8, (os.cpu_count() or 2) // processes - 1))
 
 
 def torchrun_env(env: Mapping[str, str] | None = None) -> tuple[int, int, int, int] | None:

@@ -151,6 +151,7 @@ def section_scoring(paths: list[str], reps: int) -> dict[str, Any]:
     from attnmel_cli.data import decode
     from attnmel_cli.deploy.runtime import OnnxSession
     from attnmel_cli.engine import scored
+    from attnmel_cli.engine.scored import ScoringOptions
     from attnmel_cli.io.default_model import default_checkpoint
 
     session = OnnxSession.load(default_checkpoint(onnx=True), "cpu")
@@ -161,7 +162,7 @@ def section_scoring(paths: list[str], reps: int) -> dict[str, Any]:
             scored.load_photo = (  # type: ignore[attr-defined]
                 (lambda p, **kw: decode.load_photo(p, draft_min_side=PREPARED_SIZE, **kw))
                 if draft else decode.load_photo)
-            ps = [s.p_melanoma for s in session.score(paths, workers=1)]
+            ps = [s.p_melanoma for s in session.score(paths, ScoringOptions(workers=1))]
             scored.load_photo = decode.load_photo  # type: ignore[attr-defined]
             probs["draft" if draft else "full"] = np.array(ps, dtype=np.float64)
         return go

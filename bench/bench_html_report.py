@@ -73,6 +73,7 @@ def main() -> None:
     import torch
 
     from attnmel_cli.engine.inference import Session
+    from attnmel_cli.engine.scored import ScoringOptions
     from attnmel_cli.evaluation.gallery import build_gallery
     from attnmel_cli.evaluation.html_report import render_html
     from attnmel_cli.evaluation.inputs import load_data
@@ -88,13 +89,14 @@ def main() -> None:
                                                      image_size=64)
         data = load_data(synthesise(args.prepared, args.rows, (root / "big").resolve()), "test")
         t0 = time.perf_counter()
-        ev = run_evaluation(data, [ckpt], device, n_boot=args.bootstrap, workers=args.workers)
+        ev = run_evaluation(data, [ckpt], device, ScoringOptions(workers=args.workers),
+                            n_boot=args.bootstrap)
         t1 = time.perf_counter()
         first = ev.scores[0]
         session = Session.load(first.checkpoint, device)
         threshold = ev.report["checkpoints"][0]["threshold"]["value"]
         sections = build_gallery(first, data, session, threshold, args.gallery,
-                                 workers=args.workers)
+                                 ScoringOptions(workers=args.workers))
         t2 = time.perf_counter()
         html = render_html(ev, data, sections)
         t3 = time.perf_counter()

@@ -63,7 +63,7 @@ def main() -> None:
     args = parse_args()
     info = bl.machine_info()
     bl.print_machine(info)
-    from attnmel_cli.config import default_prepare_workers
+    from attnmel_cli.parallel import prepare_workers
 
     sources = args.source or list(SOURCES.values())
     workers_list = [w for w in args.workers_list.split(",") if w] or [""]
@@ -80,7 +80,7 @@ def main() -> None:
                 for kind in ("write", "re-run"):
                     run, n, inner = prepare(src, out, workers, args.interval)
                     label = f"{src.name} ({mb:.1f} MB), {kind}"
-                    rows.append([label, workers or f"{default_prepare_workers()} (default)", n,
+                    rows.append([label, workers or f"{prepare_workers()} (default)", n,
                                  bl.num(n / run.wall_s), bl.num(n / inner if inner else None),
                                  f"{run.wall_s:.1f}", f"{inner:.1f}", bl.mib(run.peak_pss),
                                  bl.mib(run.max_rss)])

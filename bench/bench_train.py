@@ -95,7 +95,7 @@ def phase(args: argparse.Namespace) -> None:
     import torch
 
     try:
-        from attnmel_cli import config
+        from attnmel_cli import config, parallel
         from attnmel_cli.engine import trainer as tr
 
         needed = ("train", "DataLoader", "Step", "validate")
@@ -126,7 +126,7 @@ def phase(args: argparse.Namespace) -> None:
     print(json.dumps({
         "samples_per_s": result.samples_per_s, "epoch_s": [h["seconds"] for h in result.history],
         "train_wall_s": wall, "threads": torch.get_num_threads(),
-        "workers": config.default_train_workers() if args.workers is None else args.workers,
+        "workers": parallel.train_workers(args.workers),
         "self_peak_rss": bl.self_peak(),
     }))
 

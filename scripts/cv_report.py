@@ -29,6 +29,7 @@ from attnmel_cli.data.folds import fold_of
 from attnmel_cli.data.manifest import Row, read_manifest
 from attnmel_cli.data.transforms import paper_crop
 from attnmel_cli.engine.inference import score_paths
+from attnmel_cli.engine.scored import ScoringOptions
 from attnmel_cli.evaluation.colour_baseline import (
     colour_classifier,
     colour_features,
@@ -43,8 +44,9 @@ COLOUR = "colour"
 def score(checkpoint: Path, paths: list[Path], *, prepared: bool, tta: bool) -> np.ndarray:
     """p_melanoma of ``paths`` with one checkpoint, on the CPU."""
     model, meta = load_checkpoint(checkpoint)
-    scored = score_paths(model, meta, paths, device=torch.device("cpu"), batch_size=32,
-                         workers=1, prepared=prepared, tta=tta)
+    scored = score_paths(model, meta, paths, ScoringOptions(
+        batch_size=32, workers=1, prepared=prepared, tta=tta,
+    ), device=torch.device("cpu"))
     out = np.array([np.nan if s.p_melanoma is None else s.p_melanoma for s in scored])
     if np.isnan(out).any():
         raise SystemExit(f"{checkpoint}: some images could not be scored")

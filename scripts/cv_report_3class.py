@@ -38,6 +38,7 @@ from attnmel_cli.data.classes import ISIC2017_CLASSES, class_labels
 from attnmel_cli.data.decode import load_photo
 from attnmel_cli.data.transforms import paper_crop
 from attnmel_cli.engine.inference import score_paths
+from attnmel_cli.engine.scored import ScoringOptions
 from attnmel_cli.evaluation.colour_baseline import (
     colour_classifier,
     colour_features,
@@ -52,8 +53,9 @@ MEL, SK, NEV = range(3)  # ISIC2017_CLASSES order
 def score_probs(checkpoint: Path, paths: list[Path], *, prepared: bool) -> np.ndarray:
     """Class probabilities (n, K) of ``paths`` with one checkpoint, on the CPU."""
     model, meta = load_checkpoint(checkpoint)
-    scored = list(score_paths(model, meta, paths, device=torch.device("cpu"), batch_size=32,
-                              workers=1, prepared=prepared))
+    scored = list(score_paths(model, meta, paths, ScoringOptions(
+        batch_size=32, workers=1, prepared=prepared,
+    ), device=torch.device("cpu")))
     if any(s.error for s in scored):
         raise SystemExit(f"{checkpoint}: some images could not be scored")
     return np.array([s.probs for s in scored])

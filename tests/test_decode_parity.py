@@ -12,7 +12,7 @@ import torch
 
 from attnmel_cli.data.decode import load_photo
 from attnmel_cli.data.transforms import photo_to_array
-from attnmel_cli.engine.scored import ScoringSession, load_input
+from attnmel_cli.engine.scored import ScoringOptions, ScoringSession, load_input
 
 REPO = Path(__file__).resolve().parents[1]
 WEIGHTS = REPO / "weights"
@@ -48,7 +48,7 @@ def _full_decode_probs(session: ScoringSession, paths: list[Path]) -> np.ndarray
 
 
 def _scored(session: ScoringSession, paths: list[Path]) -> np.ndarray:
-    out = [s.p_melanoma for s in session.score([str(p) for p in paths], workers=0)]
+    out = [s.p_melanoma for s in session.score([str(p) for p in paths], ScoringOptions(workers=0))]
     assert None not in out
     return np.array(out, dtype=np.float64)
 

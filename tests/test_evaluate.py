@@ -18,18 +18,22 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from typer.testing import CliRunner
 
 from attnmel_cli.cli import app
+from attnmel_cli.cli.render import report_table
 from attnmel_cli.config import PreprocessConfig
 from attnmel_cli.data.id_set import encode_ids
 from attnmel_cli.data.manifest import Row, write_manifest
 from attnmel_cli.data.masks import load_mask
 from attnmel_cli.data.prepare import prepare_dataset
+from attnmel_cli.engine.scored import ScoringOptions
 from attnmel_cli.errors import AttnMelError, DataError
 from attnmel_cli.evaluation.inputs import load_data
 from attnmel_cli.evaluation.outputs import check_outputs, parse_threshold
-from attnmel_cli.evaluation.rendering import report_json, report_table
+from attnmel_cli.evaluation.rendering import report_json
 from attnmel_cli.evaluation.report import checkpoint_report, display_names, run_evaluation
 from attnmel_cli.evaluation.results import Scores
 from attnmel_cli.io.checkpoint import CheckpointMeta, read_tensors, save_file
+
+ZERO = ScoringOptions(workers=0)  # decoded in the test's process
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 ISIC2017 = DATA / "isic2017-256"
@@ -114,9 +118,9 @@ def test_unprepared_source_gives_the_prepared_results(
     val_source: Path, prepared_val: Path, tiny_checkpoint: Path
 ) -> None:
     device = torch.device("cpu")
-    kwargs = {"n_boot": 0, "workers": 0}
-    raw = run_evaluation(load_data(val_source, "val"), [tiny_checkpoint], device, **kwargs)
-    prep = run_evaluation(load_data(prepared_val, "val"), [tiny_checkpoint], device, **kwargs)
+    kwargs = {"n_boot": 0}
+    raw = run_evaluation(load_data(val_source, "val"), [tiny_checkpoint], device, ZERO, **kwargs)
+    prep = run_evaluation(load_data(prepared_val, "val"), [tiny_checkpoint], device, ZERO, **kwargs)
     a, b = raw.scores[0], prep.scores[0]
     order = np.argsort(a.ids)
     assert np.array(a.ids)[order].tolist() == sorted(b.ids)
@@ -158,7 +162,7 @@ def test_three_class_checkpoint_on_the_prepared_and_the_raw_validation_split(
     melanoma / seborrheic_keratosis columns; both give the same per-class section."""
     sections = [
         run_evaluation(load_data(data, "val"), [tiny_isic2017_checkpoint], torch.device("cpu"),
-                       n_boot=0, workers=0).report["checkpoints"][0]["multiclass"]
+                       ZERO, n_boot=0).report["checkpoints"][0]["multiclass"]
         for data in (prepared_val, val_source)
     ]
     prepared, raw = sections
@@ -179,10 +183,10 @@ def test_compare_with_delong_cam_and_val_threshold(
         data,
         [tiny_checkpoint, tiny_gap_checkpoint],
         torch.device("cpu"),
+        ZERO,
         threshold=None,
         val_data=data,
         n_boot=0,
-        workers=0,
     )
     first, gap = ev.report["checkpoints"]
     assert "Youden" in first["threshold"]["source"]

@@ -23,6 +23,7 @@ from attnmel_cli.data.transforms import centre_crop
 from attnmel_cli.engine.averaging import average_state_dicts, recalibrate_batch_norm
 from attnmel_cli.engine.epoch import Step
 from attnmel_cli.engine.inference import score_paths
+from attnmel_cli.engine.scored import ScoringOptions
 from attnmel_cli.engine.trainer import train
 from attnmel_cli.evaluation.metrics import roc_auc
 from attnmel_cli.io.checkpoint import read_tensors
@@ -56,8 +57,9 @@ def test_a_tiny_model_overfits_a_tiny_real_batch(config, isic2017_subset, tmp_pa
     assert np.mean(losses[-10:]) < 0.5 * np.mean(losses[:10]), losses
     model, meta = load_checkpoint(tmp_path / "run" / LAST)
     rows = read_manifest(data, "train")
-    scored = list(score_paths(model, meta, [data / r.image for r in rows], workers=0,
-                              device=torch.device("cpu"), prepared=True))
+    scored = list(score_paths(model, meta, [data / r.image for r in rows],
+                              ScoringOptions(workers=0, prepared=True),
+                              device=torch.device("cpu")))
     probs = np.array([s.p_melanoma for s in scored])
     labels = np.array([r.label for r in rows])
     gap = probs[labels == 1].mean() - probs[labels == 0].mean()

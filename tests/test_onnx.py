@@ -19,9 +19,10 @@ import torch
 from attnmel_cli.deploy import export_match, onnx_deps
 from attnmel_cli.deploy.onnx_deps import INPUT_NAME, LOGITS_NAME, require
 from attnmel_cli.deploy.onnx_digest import digest_file
-from attnmel_cli.deploy.runtime import OnnxSession, ordered_map, providers
+from attnmel_cli.deploy.runtime import OnnxSession, providers
 from attnmel_cli.deploy.session import onnx_copy
 from attnmel_cli.engine.inference import Session
+from attnmel_cli.engine.scored import ScoringOptions
 from attnmel_cli.errors import AttnMelError
 from attnmel_cli.io.checkpoint import CheckpointMeta, read_header
 from attnmel_cli.io.default_model import (
@@ -33,12 +34,14 @@ from attnmel_cli.io.default_model import (
 from attnmel_cli.io.digest import file_sha256
 from attnmel_cli.io.model_checkpoint import save_checkpoint
 from attnmel_cli.models.registry import build_model
+from attnmel_cli.parallel import parallel_map
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 pytestmark = pytest.mark.usefixtures("restore_logging")
 
 REPO = Path(__file__).resolve().parents[1]
+ZERO = ScoringOptions(workers=0)  # decoded in the test's process
 WEIGHTS = REPO / "weights"
 EXAMPLES = [str(p) for p in sorted((REPO / "examples").glob("*.jpg"))]  # bundled photos
 DATA = REPO.parent / "shared" / "data"
@@ -83,8 +86,12 @@ def assert_parity(checkpoint: Path, model: Path, photos: list[str], *, tta: bool
     torch_session = Session.load(checkpoint, torch.device("cpu"))
     onnx_session = OnnxSession.load(model, "cpu")
     assert onnx_session.map_names() == torch_session.map_names()
-    expected = list(torch_session.score(photos, batch_size=2, workers=0, keep_maps=True, tta=tta))
-    got = list(onnx_session.score(photos, batch_size=3, workers=2, keep_maps=True, tta=tta))
+    expected = list(torch_session.score(
+        photos, ScoringOptions(batch_size=2, workers=0, keep_maps=True, tta=tta)
+    ))
+    got = list(onnx_session.score(
+        photos, ScoringOptions(batch_size=3, workers=2, keep_maps=True, tta=tta)
+    ))
     assert [g.path for g in got] == [e.path for e in expected]
     for e, g in zip(expected, got, strict=True):
         assert e.error is None and g.error is None
@@ -281,8 +288,8 @@ def test_batch_sizes_agree(tiny, photos) -> None:
     """The dynamic batch axis: one image at a time scores as a batch of five does."""
     _, model = tiny
     session = OnnxSession.load(model, "cpu")
-    one = [s.p_melanoma for s in session.score(photos, batch_size=1, workers=0)]
-    five = [s.p_melanoma for s in session.score(photos, batch_size=5, workers=0)]
+    one = [s.p_melanoma for s in session.score(photos, ScoringOptions(batch_size=1, workers=0))]
+    five = [s.p_melanoma for s in session.score(photos, ScoringOptions(batch_size=5, workers=0))]
     assert np.allclose(one, five, atol=1e-6)
 
 
@@ -362,8 +369,8 @@ def test_int8_calibrated_on_training_images(invoke, tiny, isic2017_subset, photo
     assert calibration["images"] == 8 and calibration["split"] == "train"
     ops = {n.op_type for n in quantized.graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
-    fp32 = [s.p_melanoma for s in OnnxSession.load(model, "cpu").score(photos, workers=0)]
-    int8 = [s.p_melanoma for s in OnnxSession.load(out, "cpu").score(photos, workers=0)]
+    fp32 = [s.p_melanoma for s in OnnxSession.load(model, "cpu").score(photos, ZERO)]
+    int8 = [s.p_melanoma for s in OnnxSession.load(out, "cpu").score(photos, ZERO)]
     assert np.abs(np.array(fp32) - np.array(int8)).max() < 0.1  # close, not equal
     assert OnnxSession.load(out, "cpu").precision == "int8"
     # --keep-float leaves the named layers in float (here the attention gates), nothing else
@@ -402,10 +409,10 @@ def test_providers_and_missing_extra(monkeypatch) -> None:
         require("onnxruntime")
 
 
-def test_ordered_map_keeps_order() -> None:
+def test_parallel_map_keeps_order() -> None:
     items = list(range(50))
-    assert list(ordered_map(lambda i: i * i, items, 3)) == [i * i for i in items]
-    assert list(ordered_map(lambda i: -i, items, 0)) == [-i for i in items]
+    assert list(parallel_map(lambda i: i * i, items, 3)) == [i * i for i in items]
+    assert list(parallel_map(lambda i: -i, items, 0)) == [-i for i in items]
 
 
 def run_without_torch(args: list[str]) -> tuple[str, bool]:
@@ -470,5 +477,5 @@ def test_readme_plain_onnxruntime_snippet(tiny, photos, tmp_path) -> None:
                               text=True, timeout=120)
         assert done.returncode == 0, done.stderr
         p = float(done.stdout.split()[-1])
-        (expected,) = session.score([photo], workers=0)
+        (expected,) = session.score([photo], ZERO)
         assert abs(p - expected.p_melanoma) <= 1e-6, photo

@@ -20,10 +20,11 @@ from attnmel_cli.cli.options import (
     TtaOpt,
     WorkersOpt,
 )
-from attnmel_cli.config import DEFAULT_MAX_PIXELS, default_workers, torchrun_env
+from attnmel_cli.config import DEFAULT_MAX_PIXELS, torchrun_env
 from attnmel_cli.errors import EXIT_OK, EXIT_PARTIAL
 from attnmel_cli.io.atomic import ensure_dir, refuse_unless_forced
 from attnmel_cli.io.records import check_format
+from attnmel_cli.parallel import scoring_workers
 
 if TYPE_CHECKING:
     from attnmel_cli.evaluation.results import EvalData, Evaluation
@@ -121,7 +122,10 @@ def evaluate(
     # Outside torchrun the options and the data are checked before torch loads.
     checked = None if torchrun_env() is not None else setup()
     from attnmel_cli.engine.distributed import process_group  # lazy: torch
+    from attnmel_cli.engine.scored import ScoringOptions
     from attnmel_cli.evaluation.report import run_evaluation  # lazy: scikit-learn loads slowly
+
+    options = ScoringOptions(batch_size=batch_size, max_pixels=max_pixels, amp=amp, tta=tta)
 
     # Under torchrun every process scores a block of the images; rank 0 writes the report.
     with process_group(device) as (dist, dev):
@@ -130,11 +134,10 @@ def evaluate(
         with progress(dist.is_main) as bar:
             task = bar.add_task("evaluating", total=(hi - lo) * len(checkpoints))
             result = run_evaluation(
-                eval_data, checkpoints, dev, threshold=cut, val_data=val_data,
-                n_boot=bootstrap, seed=seed, batch_size=batch_size,
-                workers=dist.workers(default_workers()) if workers is None else workers,
-                advance=lambda: bar.advance(task), max_pixels=max_pixels, dist=dist, amp=amp,
-                tta=tta,
+                eval_data, checkpoints, dev, options.but(
+                    workers=scoring_workers(workers, dist.local_world),
+                ), threshold=cut, val_data=val_data, n_boot=bootstrap, seed=seed,
+                advance=lambda: bar.advance(task), dist=dist,
             )
     if not dist.is_main:
         raise typer.Exit(EXIT_OK)
@@ -144,9 +147,9 @@ def evaluate(
         from attnmel_cli.evaluation.html_report import write_html_report
 
         write_html_report(
-            result, eval_data, pages, dev, gallery=gallery, batch_size=batch_size,
-            workers=0 if workers is None else workers, max_pixels=max_pixels, amp=amp, tta=tta,
-            overwrite=force,
+            result, eval_data, pages, dev, gallery=gallery,
+            # a few dozen images: decoded in this process unless --workers says otherwise
+            options=options.but(workers=0 if workers is None else workers), overwrite=force,
         )
         log.info("wrote the HTML report to %s", ", ".join(map(str, pages)))
     raise typer.Exit(EXIT_PARTIAL if result.report["failed"] else EXIT_OK)
@@ -178,13 +181,9 @@ def _setup(
 
 def _render(result: Evaluation, out: Path | None, fmt: str, force: bool) -> None:
     """Failed images on stderr, the files in ``out``, the report as JSON (stdout) or a table."""
+    from attnmel_cli.cli.render import class_tables, report_table
     from attnmel_cli.evaluation.leakage import overlap_sentence
-    from attnmel_cli.evaluation.rendering import (
-        class_tables,
-        report_table,
-        stdout_text,
-        write_outputs,
-    )
+    from attnmel_cli.evaluation.rendering import stdout_text, write_outputs
 
     for failure in result.report["failed"]:
         report_failure(failure["path"], failure["error"])

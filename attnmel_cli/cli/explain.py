@@ -57,6 +57,7 @@ def explain(
     checkpoint = checked_checkpoint(checkpoint)  # before torch loads
     from attnmel_cli.data.image_files import collect_inputs  # lazy: numpy, Pillow, OpenCV…
     from attnmel_cli.deploy.session import load_session
+    from attnmel_cli.engine.scored import ScoringOptions
     from attnmel_cli.viz.explain import check_explainable, explain_paths
 
     inputs = collect_inputs(paths, recursive, shard_spec)
@@ -66,9 +67,9 @@ def explain(
     failed = 0
     with progress() as bar:
         task = bar.add_task("explaining", total=len(inputs))
-        for done in explain_paths(session, inputs, out, batch_size=batch_size, workers=workers,
-                                  max_pixels=max_pixels, force=force, amp=amp,
-                                  tta=tta):
+        for done in explain_paths(session, inputs, out, ScoringOptions(
+            batch_size=batch_size, workers=workers, max_pixels=max_pixels, amp=amp, tta=tta,
+        ), force=force):
             if done.error is not None:
                 failed += 1
                 report_failure(done.path, done.error)

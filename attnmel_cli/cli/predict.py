@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -24,17 +25,18 @@ from attnmel_cli.cli.options import (
     TtaOpt,
     WorkersOpt,
 )
-from attnmel_cli.config import DEFAULT_MAX_PIXELS, default_workers, torchrun_env
+from attnmel_cli.config import DEFAULT_MAX_PIXELS, torchrun_env
 from attnmel_cli.deploy.onnx_deps import is_onnx
-from attnmel_cli.deploy.session import onnx_copy
+from attnmel_cli.deploy.session import load_session, onnx_copy
 from attnmel_cli.errors import EXIT_OK, EXIT_PARTIAL
 from attnmel_cli.io.default_model import default_checkpoint, resolve_checkpoint
 from attnmel_cli.io.records import RecordWriter, check_format, default_format, record
+from attnmel_cli.parallel import scoring_workers
 
 if TYPE_CHECKING:
     from attnmel_cli.cli.scoring import Row
     from attnmel_cli.engine.distributed import Dist
-    from attnmel_cli.engine.scored import ScoringSession
+    from attnmel_cli.engine.scored import ScoringOptions, ScoringSession
 
 
 def predict(
@@ -89,62 +91,81 @@ def predict(
         check_format(fmt)
     # the checkpoint's (or the default model's) ONNX export where ONNX Runtime serves
     checkpoint = onnx_copy(checkpoint, device) or checkpoint
-    options = (paths, checkpoint, recursive, fmt, threshold, overlay, overlay_dir, overlay_map,
-               batch_size, workers, max_pixels, force, shard_spec, amp, tta)
-    if is_onnx(checkpoint if checkpoint is not None else default_checkpoint()):
-        from attnmel_cli.deploy.runtime import OnnxSession
+    from attnmel_cli.engine.scored import ScoringOptions  # lazy: numpy, Pillow (no torch)
 
-        _predict(None, lambda path: OnnxSession.load(path, device), *options)
+    request = Request(
+        paths, checkpoint, recursive, fmt, threshold, overlay, overlay_dir, overlay_map, force,
+        shard_spec, ScoringOptions(batch_size=batch_size, workers=workers,
+                                   max_pixels=max_pixels, amp=amp, tta=tta),
+    )
+    if is_onnx(checkpoint if checkpoint is not None else default_checkpoint()):
+        _predict(None, lambda path: load_session(path, device), request)  # one process, no torch
         return
     if torchrun_env() is None:  # a bad checkpoint is reported before torch loads
         checked_checkpoint(checkpoint)
     from attnmel_cli.engine.distributed import process_group  # lazy: torch
-    from attnmel_cli.engine.inference import Session
 
     with process_group(device) as (dist, dev):
-        _predict(dist, lambda path: Session.load(path, dev), *options)
+        _predict(dist, lambda path: load_session(path, dev), request)
+
+
+@dataclass(frozen=True)
+class Request:
+    """What ``predict`` was asked for: the inputs, the checkpoint (None: the default model),
+    the records and overlays to write, and how to score."""
+
+    paths: list[str]
+    checkpoint: Path | None
+    recursive: bool
+    fmt: str | None
+    threshold: float | None
+    overlay: Path | None
+    overlay_dir: Path | None
+    overlay_map: str
+    force: bool
+    shard_spec: str | None
+    scoring: ScoringOptions
 
 
 def _predict(
-    dist: Dist | None, load: Callable[[Path], ScoringSession], paths: list[str],
-    checkpoint: Path | None, recursive: bool, fmt: str | None, threshold: float | None,
-    overlay: Path | None, overlay_dir: Path | None, overlay_map: str, batch_size: int,
-    workers: int | None, max_pixels: int, force: bool, shard_spec: str | None, amp: bool,
-    tta: bool,
+    dist: Dist | None, load: Callable[[Path], ScoringSession], request: Request
 ) -> None:
-    """``dist``: this process's place under torchrun (None: ONNX Runtime, one process)."""
+    """Carry out ``request``; ``dist``: this process's place under torchrun (None: ONNX
+    Runtime, one process)."""
+    from attnmel_cli.cli.render import show_records
     from attnmel_cli.cli.scoring import predict_rows  # lazy: numpy, Pillow, OpenCV…
     from attnmel_cli.data.image_files import collect_inputs
     from attnmel_cli.viz.overlay import check_overlay_options, overlay_map_name
 
-    fmt = fmt or default_format()
+    r = request
+    fmt, threshold = r.fmt or default_format(), r.threshold
+    overlay, overlay_dir = r.overlay, r.overlay_dir
     is_main = dist is None or dist.is_main
 
     def setup() -> tuple[list[str], Path]:  # on rank 0 only under torchrun (reads stdin)
         check_format(fmt)
-        inputs = collect_inputs(paths, recursive, shard_spec)
-        check_overlay_options(inputs, overlay, overlay_dir, force)
-        return inputs, resolve_checkpoint(checkpoint)
+        inputs = collect_inputs(r.paths, r.recursive, r.shard_spec)
+        check_overlay_options(inputs, overlay, overlay_dir, r.force)
+        return inputs, resolve_checkpoint(r.checkpoint)
 
     inputs, checkpoint_path = dist.on_main(setup) if dist is not None else setup()
     session = load(checkpoint_path)
     map_name = (
-        overlay_map_name(session, overlay_map)
+        overlay_map_name(session, r.overlay_map)
         if overlay is not None or overlay_dir is not None else None
     )
     # This process's block (all of them outside torchrun).
     lo, hi = dist.bounds(len(inputs)) if dist is not None else (0, len(inputs))
-    if workers is None:
-        workers = dist.workers(default_workers()) if dist is not None else default_workers()
+    options = r.scoring.but(
+        workers=scoring_workers(r.scoring.workers, dist.local_world if dist is not None else 1)
+    )
 
     def results() -> Iterator[Row]:
         with progress(is_main) as bar:
             task = bar.add_task("scoring", total=hi - lo)
             yield from predict_rows(
-                session, inputs, (lo, hi), overlay=overlay, overlay_dir=overlay_dir,
-                map_name=map_name, batch_size=batch_size,
-                workers=workers,
-                max_pixels=max_pixels, force=force, amp=amp, tta=tta, threshold=threshold,
+                session, inputs, (lo, hi), options, overlay=overlay, overlay_dir=overlay_dir,
+                map_name=map_name, force=r.force, threshold=threshold,
                 advance=lambda: bar.advance(task),
             )
 
@@ -153,7 +174,7 @@ def _predict(
     if not is_main:
         raise typer.Exit(EXIT_OK)
     classes = session.meta.classes
-    writer, failed = RecordWriter(fmt, classes=classes), 0
+    writer, failed = RecordWriter(fmt, classes=classes, show_table=show_records), 0
     for path, p, probs, error in rows:
         if error is not None:
             failed += 1

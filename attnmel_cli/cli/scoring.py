@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from attnmel_cli.data.decode import DEFAULT_MAX_PIXELS
-from attnmel_cli.engine.scored import ScoringSession
+from attnmel_cli.engine.scored import DEFAULT_OPTIONS, ScoringOptions, ScoringSession
 from attnmel_cli.errors import AttnMelError
 from attnmel_cli.viz.overlay import overlay_target, write_overlay
 
@@ -18,21 +17,18 @@ def predict_rows(
     session: ScoringSession,
     inputs: Sequence[str],
     block: tuple[int, int],
+    options: ScoringOptions = DEFAULT_OPTIONS,
     *,
     overlay: Path | None = None,
     overlay_dir: Path | None = None,
     map_name: str | None = None,
-    batch_size: int = 16,
-    workers: int | None = None,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
     force: bool = False,
-    amp: bool = False,
-    tta: bool = False,
     threshold: float | None = None,
     advance: Callable[[], None] = lambda: None,
 ) -> Iterator[Row]:
-    """Score ``inputs[lo:hi]`` in order, writing each image's overlay on the way (its legend's
-    prediction made with ``threshold``, as the records').
+    """Score ``inputs[lo:hi]`` in order as ``options`` say (``keep_maps`` set here), writing
+    each image's overlay on the way (its legend's prediction made with ``threshold``, as the
+    records').
 
     Overlay names are settled over all of ``inputs``, so that every block of a distributed run
     names its files as a single process would.
@@ -44,16 +40,14 @@ def predict_rows(
         if overlay_dir is not None else None
     )
     want_maps = map_name is not None and (overlay is not None or targets is not None)
-    for scored in session.score(
-        inputs[lo:hi], batch_size=batch_size, workers=workers, keep_maps=want_maps,
-        max_pixels=max_pixels, amp=amp, tta=tta,
-    ):
+    for scored in session.score(inputs[lo:hi], options.but(keep_maps=want_maps)):
         error = scored.error
         if error is None and want_maps:
             target = overlay if overlay is not None else targets[scored.index]  # type: ignore[index]
             try:
                 write_overlay(scored, session.meta, map_name, target,  # type: ignore[arg-type]
-                              threshold=threshold, max_pixels=max_pixels, overwrite=force)
+                              threshold=threshold, max_pixels=options.max_pixels,
+                              overwrite=force)
             except AttnMelError as exc:
                 error = str(exc)
         yield scored.path, scored.p_melanoma, scored.probs, error

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from attnmel_cli.cli.console import err, log
+from attnmel_cli.cli.console import log, progress
 from attnmel_cli.config import TrainConfig
 
 
@@ -40,7 +40,7 @@ def train_command(**options: Any) -> None:
     from attnmel_cli.io.run_dir import BEST
     from attnmel_cli.viz.tensorboard import TensorBoardLog  # lazy: torch
 
-    result = train(TrainConfig(**options), console=err, epoch_log=TensorBoardLog)
+    result = train(TrainConfig(**options), progress=progress, epoch_log=TensorBoardLog)
     if from_env().is_main:
         log.info("best epoch %d: validation AUC %.4f", result.best_epoch, result.best_auc)
         typer.echo(result.run_dir / BEST)

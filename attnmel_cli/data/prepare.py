@@ -19,10 +19,8 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
 
 from attnmel_cli import __version__
 from attnmel_cli.config import (
@@ -30,7 +28,6 @@ from attnmel_cli.config import (
     PREPARE_SEED,
     PREPARE_VAL_FRACTION,
     PREPARED_SIZE,
-    default_prepare_workers,
 )
 from attnmel_cli.data.checks import Job, assign_splits, inspect_job, match_files, rel_path
 from attnmel_cli.data.decode import DEFAULT_MAX_PIXELS
@@ -40,13 +37,12 @@ from attnmel_cli.data.writer import Done, process_job, recipe
 from attnmel_cli.errors import DataError
 from attnmel_cli.io.atomic import ensure_dir, refuse_unless_forced, write_text_atomic
 from attnmel_cli.io.safe_text import printable
+from attnmel_cli.parallel import parallel_map, prepare_workers
 
 META_NAME = "prepare.json"
 META_FORMAT = "attnmel-prepared"
 
 ProgressFn = Callable[[str, int, int], None]  # (phase, done, total)
-T = TypeVar("T")
-R = TypeVar("R")
 
 
 @dataclass
@@ -99,36 +95,6 @@ def crop_sides(jobs: Sequence[Job], crop_fraction: float) -> CropSides | None:
         return None
     return CropSides(sides[len(sides) // 2], sides[0],
                      sum(side < PREPARED_SIZE for side in sides), len(sides))
-
-
-def _parallel(
-    fn: Callable[[T], R],
-    items: Sequence[T],
-    workers: int,
-    phase: str,
-    progress: ProgressFn | None,
-) -> list[R]:
-    """``[fn(x) for x in items]`` on ``workers`` threads (Pillow, zlib and hashlib release the
-    GIL); 0 workers: in the calling thread."""
-    if workers == 0:
-        results = []
-        for done, item in enumerate(items, 1):
-            results.append(fn(item))
-            if progress:
-                progress(phase, done, len(items))
-        return results
-    pool = ThreadPoolExecutor(max_workers=workers)
-    try:
-        futures = [pool.submit(fn, item) for item in items]
-        for done, future in enumerate(as_completed(futures), 1):
-            future.result()
-            if progress:
-                progress(phase, done, len(items))
-    except BaseException:
-        pool.shutdown(wait=True, cancel_futures=True)
-        raise
-    pool.shutdown()
-    return [f.result() for f in futures]
 
 
 def _read_meta(out: Path) -> dict[str, object] | None:
@@ -229,14 +195,19 @@ def _count(rows: Iterable[Row]) -> dict[str, SplitCount]:
     return {k: v for k, v in counts.items() if v.images}
 
 
+def _phase(progress: ProgressFn | None, phase: str, total: int) -> Callable[[int], None] | None:
+    """``progress`` of one phase, for :func:`attnmel_cli.parallel.parallel_map` (threads:
+    Pillow, zlib and hashlib release the GIL)."""
+    return None if progress is None else lambda done: progress(phase, done, total)
+
+
 def _inspect_all(
     jobs: Sequence[Job], root: Path, workers: int, max_pixels: int, problems: Problems,
     progress: ProgressFn | None,
 ) -> list[Job]:
     """Header checks of every job (in parallel); raise listing every problem found so far."""
-    inspected = _parallel(
-        lambda j: inspect_job(j, root, max_pixels), jobs, workers, "checking", progress
-    )
+    inspected = list(parallel_map(lambda j: inspect_job(j, root, max_pixels), jobs, workers,
+                                  _phase(progress, "checking", len(jobs))))
     for _, found in inspected:
         for kind, item in found:
             problems.add(kind, item)
@@ -249,10 +220,8 @@ def _write_all(
     crop_fraction: float, progress: ProgressFn | None,
 ) -> list[Done]:
     """Write every job (in parallel); raise naming every photo that did not decode."""
-    done = _parallel(
-        lambda j: process_job(j, root, out, max_pixels, crop_fraction), jobs, workers,
-        "preparing", progress,
-    )
+    done = list(parallel_map(lambda j: process_job(j, root, out, max_pixels, crop_fraction),
+                             jobs, workers, _phase(progress, "preparing", len(jobs))))
     failed = Problems(str(root))
     for d in done:
         if d.error:
@@ -285,7 +254,7 @@ def prepare_dataset(
         raise DataError(f"--crop-fraction must be in (0, 1], got {crop_fraction}")
     if workers is not None and workers < 0:
         raise DataError(f"--workers must be at least 0, got {workers}")
-    workers = default_prepare_workers() if workers is None else workers
+    workers = prepare_workers(workers)
     root, out = _resolved(Path(source), "SOURCE"), _resolved(Path(out), "--out")
     problems = Problems(str(root))
     src = read_source(root, problems, dataset, exclude=out)

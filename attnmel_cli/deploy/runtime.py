@@ -2,24 +2,20 @@
 :class:`attnmel_cli.engine.scored.Scored` results, in input order, as the PyTorch session.
 
 Photos are decoded and preprocessed (numpy/Pillow, :func:`attnmel_cli.engine.scored.load_input`)
-by a thread pool while ONNX Runtime runs the previous batch (Pillow releases the GIL while it
-decodes and resizes). The checkpoint metadata travels in the model's metadata properties
-(:mod:`attnmel_cli.deploy.export`), so the file alone is enough.
+by a thread pool (:func:`attnmel_cli.parallel.parallel_map`) while ONNX Runtime runs the previous
+batch (Pillow releases the GIL while it decodes and resizes). The checkpoint metadata travels in
+the model's metadata properties (:mod:`attnmel_cli.deploy.export`), so the file alone is enough.
 """
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 
-from attnmel_cli.config import default_workers
-from attnmel_cli.data.decode import DEFAULT_MAX_PIXELS
 from attnmel_cli.deploy.onnx_checks import (
     QUIET,
     check_external_data,
@@ -37,8 +33,10 @@ from attnmel_cli.deploy.onnx_deps import (
 )
 from attnmel_cli.deploy.onnx_digest import digest_mismatch
 from attnmel_cli.engine.scored import (
+    DEFAULT_OPTIONS,
     VIEWS,
     Scored,
+    ScoringOptions,
     apply_view,
     load_input,
     map_names,
@@ -49,9 +47,8 @@ from attnmel_cli.errors import AttnMelError, CheckpointError, InputError
 from attnmel_cli.io.checkpoint import FORMAT, CheckpointMeta
 from attnmel_cli.io.safe_text import printable
 from attnmel_cli.models.names import melanoma_index
+from attnmel_cli.parallel import parallel_map, scoring_workers
 
-T = TypeVar("T")
-R = TypeVar("R")
 Loaded = tuple[np.ndarray | None, str | None]  # input (3, S, S) or None, error or None
 
 
@@ -81,22 +78,6 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     z = logits.astype(np.float32)
     e = np.exp(z - z.max(axis=1, keepdims=True))
     return e / e.sum(axis=1, keepdims=True)
-
-
-def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Iterator[R]:
-    """``map(fn, items)`` computed by ``workers`` threads (0: in this thread), in order, with at
-    most a few results per worker waiting: memory stays flat however many items there are."""
-    if workers <= 0:
-        yield from map(fn, items)
-        return
-    with ThreadPoolExecutor(workers) as pool:
-        pending: deque[Future[R]] = deque()
-        for item in items:
-            pending.append(pool.submit(fn, item))
-            if len(pending) >= 4 * workers:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
 
 
 @dataclass
@@ -184,31 +165,24 @@ class OnnxSession:
         return prob_sum / n, {name: s / n for name, s in map_sums.items()}
 
     def score(
-        self,
-        paths: Sequence[str],
-        *,
-        batch_size: int = 16,
-        workers: int | None = None,
-        keep_maps: bool = False,
-        prepared: bool = False,
-        max_pixels: int = DEFAULT_MAX_PIXELS,
-        amp: bool = False,  # the PyTorch session's option (bf16 on CUDA); no effect here
-        tta: bool = False,
+        self, paths: Sequence[str], options: ScoringOptions = DEFAULT_OPTIONS
     ) -> Iterator[Scored]:
-        """Score ``paths`` in input order (``workers`` decoding threads; ``tta``: the 8
-        flips/rotations averaged, 8× the work)."""
-        pre = self.meta.preprocess
+        """Score ``paths`` in input order as ``options`` say (``workers`` decoding threads;
+        ``amp``, the PyTorch session's bf16 on CUDA, has no effect here)."""
+        pre, batch_size = self.meta.preprocess, options.batch_size
+        keep_maps, tta = options.keep_maps, options.tta
 
         def load(path: str) -> Loaded:
             try:
-                return load_input(path, pre, prepared=prepared, max_pixels=max_pixels), None
+                return load_input(path, pre, prepared=options.prepared,
+                                  max_pixels=options.max_pixels), None
             except InputError as exc:
                 return None, str(exc)
 
-        workers = default_workers() if workers is None else workers
+        workers = scoring_workers(options.workers)
         batch: list[tuple[int, str, Loaded]] = []
         for index, (path, loaded) in enumerate(
-            zip(paths, ordered_map(load, paths, workers), strict=True)
+            zip(paths, parallel_map(load, paths, workers), strict=True)
         ):
             batch.append((index, str(path), loaded))
             if len(batch) == batch_size:

@@ -13,6 +13,8 @@ from attnmel_cli.deploy.onnx_deps import ONNX_SUFFIX, is_onnx, runtime_serves
 from attnmel_cli.io.default_model import default_checkpoint, locate
 
 if TYPE_CHECKING:
+    import torch
+
     from attnmel_cli.engine.scored import ScoringSession
 
 log = logging.getLogger("attnmel")
@@ -41,13 +43,15 @@ def onnx_copy(checkpoint: str | Path | None, device: str) -> Path | None:
     return copy
 
 
-def load_session(path: Path, device: str = "auto") -> ScoringSession:
-    """A scoring session for ``path``: ONNX Runtime for an ``.onnx`` file (no torch imported),
-    PyTorch for an attnmel checkpoint."""
+def load_session(path: Path, device: str | torch.device = "auto") -> ScoringSession:
+    """A scoring session for ``path``, the one ONNX-or-PyTorch dispatcher of ``predict`` and
+    ``explain``: ONNX Runtime for an ``.onnx`` file (no torch imported; ``device`` as
+    ``--device`` names it), PyTorch for an attnmel checkpoint (``device`` named, or the
+    ``torch.device`` a torchrun process was given)."""
     if is_onnx(path):
         from attnmel_cli.deploy.runtime import OnnxSession  # lazy: numpy only, no torch
 
-        return OnnxSession.load(path, device)
+        return OnnxSession.load(path, str(device))
     from attnmel_cli.engine.inference import Session, resolve_device  # lazy: torch
 
-    return Session.load(path, resolve_device(device))
+    return Session.load(path, resolve_device(device) if isinstance(device, str) else device)

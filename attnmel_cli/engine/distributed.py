@@ -32,6 +32,7 @@ from attnmel_cli.config import torchrun_env
 from attnmel_cli.data.sampler import OversamplingSampler, ShardedOversamplingSampler
 from attnmel_cli.engine.inference import resolve_device
 from attnmel_cli.errors import AttnMelError
+from attnmel_cli.parallel import per_process
 
 log = logging.getLogger("attnmel")
 T = TypeVar("T")
@@ -75,7 +76,7 @@ class Dist:
 
     def workers(self, default: int) -> int:
         """A per-process share of ``default`` data-loading workers (the node's cores are shared)."""
-        return max(1, default // self.local_world) if self.local_world > 1 else default
+        return per_process(default, self.local_world)
 
     def on_main(self, fn: Callable[[], T]) -> T:
         """Run ``fn`` on rank 0 only and hand its result (or its AttnMelError) to every rank."""

@@ -18,6 +18,7 @@ from attnmel_cli.data.tensors import normalize
 from attnmel_cli.engine.distributed import SINGLE, Dist
 from attnmel_cli.engine.inference import score_paths
 from attnmel_cli.engine.optim import Optimisation
+from attnmel_cli.engine.scored import ScoringOptions
 from attnmel_cli.errors import DataError
 from attnmel_cli.io.checkpoint import CheckpointMeta
 from attnmel_cli.losses import attnmel_loss, focal_loss
@@ -99,8 +100,9 @@ def validate(
     paths = [config.target / r.image for r in rows[lo:hi]]
     local: list[tuple[float, str | None]] = [
         (math.nan if s.p_melanoma is None else s.p_melanoma, s.error)
-        for s in score_paths(model, meta, paths, device=device, batch_size=2 * config.batch_size,
-                             workers=workers, prepared=True, nan_is_error=False)
+        for s in score_paths(model, meta, paths, ScoringOptions(
+            batch_size=2 * config.batch_size, workers=workers, prepared=True,
+        ), device=device, nan_is_error=False)
     ]
     scored = dist.gather(local)
     failed = next((e for _, e in scored if e is not None), None)

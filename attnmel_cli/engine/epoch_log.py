@@ -1,10 +1,13 @@
-"""What the trainer tells a log of its epochs beyond ``metrics.csv`` (``train --tensorboard``:
+"""What the trainer tells those watching it, each handed in by the command: a log of its
+epochs beyond ``metrics.csv`` (``train --tensorboard``:
 :class:`attnmel_cli.viz.tensorboard.TensorBoardLog`, which draws the attention maps and so sits
-above the engine; the command passes it in)."""
+above the engine) and the progress bar its epochs advance (the CLI's
+:func:`attnmel_cli.cli.console.progress`; the engine draws nothing itself)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -44,3 +47,35 @@ class EpochLogFactory(Protocol):
 
     def __call__(self, log_dir: Path, data: Path, val_rows: Sequence[Row],
                  train_config: dict[str, Any], *, resume_after: int | None = None) -> EpochLog: ...
+
+
+class Bar(Protocol):
+    """A progress display of tasks (``rich.progress.Progress`` is one): what the trainer shows
+    its epochs on. The command hands the trainer a :data:`ProgressFactory`."""
+
+    def add_task(self, description: str, *, total: float | None = ...) -> Any: ...
+
+    def advance(self, task_id: Any, advance: float = ...) -> None: ...
+
+    def remove_task(self, task_id: Any) -> None: ...
+
+
+ProgressFactory = Callable[[], AbstractContextManager[Bar]]
+
+
+class NoBar:
+    """A :class:`Bar` that shows nothing (no progress factory given)."""
+
+    def add_task(self, description: str, *, total: float | None = None) -> int:
+        return 0
+
+    def advance(self, task_id: Any, advance: float = 1) -> None:
+        pass
+
+    def remove_task(self, task_id: Any) -> None:
+        pass
+
+
+def no_progress() -> AbstractContextManager[Bar]:
+    """The default :data:`ProgressFactory`: nothing shown."""
+    return nullcontext(NoBar())

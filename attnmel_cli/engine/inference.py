@@ -15,15 +15,22 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from attnmel_cli.config import default_workers
 from attnmel_cli.data.decode import DEFAULT_MAX_PIXELS
-from attnmel_cli.engine.scored import Scored, load_input, map_names, non_finite
+from attnmel_cli.engine.scored import (
+    DEFAULT_OPTIONS,
+    Scored,
+    ScoringOptions,
+    load_input,
+    map_names,
+    non_finite,
+)
 from attnmel_cli.engine.tta import tta_forward
 from attnmel_cli.errors import AttnMelError, InputError
 from attnmel_cli.io.checkpoint import CheckpointMeta
 from attnmel_cli.io.model_checkpoint import load_checkpoint
 from attnmel_cli.models.attnmel import AttnMelNet
 from attnmel_cli.models.names import melanoma_index
+from attnmel_cli.parallel import scoring_workers
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -114,30 +121,22 @@ def score_paths(
     model: AttnMelNet,
     meta: CheckpointMeta,
     paths: Sequence[str | Path],
+    options: ScoringOptions = DEFAULT_OPTIONS,
     *,
     device: torch.device,
-    batch_size: int = 16,
-    workers: int | None = None,
-    keep_maps: bool = False,
-    prepared: bool = False,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-    amp: bool = False,
-    tta: bool = False,
     name: str = "the model",
     nan_is_error: bool = True,
 ) -> Iterator[Scored]:
-    """Score ``paths`` with ``model`` (eval mode, on ``device``); yield results in input order.
+    """Score ``paths`` with ``model`` (eval mode, on ``device``) as ``options`` say
+    (:class:`attnmel_cli.engine.scored.ScoringOptions`); yield results in input order.
 
-    ``prepared``: the inputs are prepared 256×256 images (skip the paper crop).
-    ``keep_maps``: attach the attention maps (or CAM) of each image, as float32 arrays.
-    ``amp``: bf16 autocast on CUDA. ``tta``: average the 8 flips/rotations (8× the work).
     ``nan_is_error``: an image whose probabilities are not finite is an error naming ``name``
     (training's validation keeps the NaN: its metrics say the run diverged).
     """
-    workers = default_workers() if workers is None else workers
+    workers = scoring_workers(options.workers)
     loader = DataLoader(
-        ImageFiles(paths, meta, prepared=prepared, max_pixels=max_pixels),
-        batch_size=batch_size,
+        ImageFiles(paths, meta, prepared=options.prepared, max_pixels=options.max_pixels),
+        batch_size=options.batch_size,
         num_workers=workers,
         collate_fn=_collate,
         pin_memory=device.type == "cuda",
@@ -151,8 +150,8 @@ def score_paths(
                 i: Scored(i, str(paths[i]), error=e) for i, e in zip(bad_idx, errors, strict=True)
             }
             if batch is not None:
-                probs, host_maps = forward_batch(model, batch, device, keep_maps=keep_maps, amp=amp,
-                                                 tta=tta)
+                probs, host_maps = forward_batch(model, batch, device, keep_maps=options.keep_maps,
+                                                 amp=options.amp, tta=options.tta)
                 mel = melanoma_index(meta.classes)
                 for j, i in enumerate(ok_idx):
                     error = non_finite(str(paths[i]), name, probs[j]) if nan_is_error else None
@@ -204,21 +203,8 @@ class Session:
         return map_names(self.meta)
 
     def score(
-        self,
-        paths: Sequence[str],
-        *,
-        batch_size: int = 16,
-        workers: int | None = None,
-        keep_maps: bool = False,
-        prepared: bool = False,
-        max_pixels: int = DEFAULT_MAX_PIXELS,
-        amp: bool = False,
-        tta: bool = False,
+        self, paths: Sequence[str], options: ScoringOptions = DEFAULT_OPTIONS
     ) -> Iterator[Scored]:
-        """:func:`attnmel_cli.engine.inference.score_paths` with this session's model (``amp``: bf16
-        autocast on CUDA; ``tta``: average the 8 flips/rotations)."""
-        return score_paths(
-            self.model, self.meta, paths, device=self.device, batch_size=batch_size,
-            workers=workers, keep_maps=keep_maps, prepared=prepared, max_pixels=max_pixels,
-            amp=amp, tta=tta, name=self.name,
-        )
+        """:func:`attnmel_cli.engine.inference.score_paths` with this session's model."""
+        return score_paths(self.model, self.meta, paths, options, device=self.device,
+                           name=self.name)

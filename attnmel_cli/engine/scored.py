@@ -1,13 +1,14 @@
 """What every scoring session shares, PyTorch and ONNX Runtime alike, without importing torch:
-one input's result (:class:`Scored`), the decode + preprocess step (:func:`load_input`) and the
-interface ``predict``/``explain`` drive (:class:`ScoringSession`)."""
+how to score (:class:`ScoringOptions`), one input's result (:class:`Scored`), the decode +
+preprocess step (:func:`load_input`) and the interface ``predict``/``explain`` drive
+(:class:`ScoringSession`)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -21,6 +22,35 @@ from attnmel_cli.models.names import MAPS
 # Test-time augmentation (:mod:`attnmel_cli.engine.tta`): (k quarter turns, horizontal flip
 # first) for the 8 elements of the dihedral group D4.
 VIEWS: tuple[tuple[int, bool], ...] = tuple((k, flip) for flip in (False, True) for k in range(4))
+
+
+@dataclass(frozen=True)
+class ScoringOptions:
+    """How a session scores, passed whole from the command to the engine (PyTorch or ONNX
+    Runtime): the one contract of ``predict``, ``explain``, ``evaluate`` and validation.
+
+    ``batch_size``: images per network call. ``workers``: decoding workers (None: the backend's
+    default, :func:`attnmel_cli.parallel.scoring_workers`). ``max_pixels``: the decompression-
+    bomb guard. ``amp``: bf16 autocast on CUDA (PyTorch only; rounds the logits, so scores may
+    tie). ``tta``: average the 8 flips/rotations (8× the work). ``keep_maps``: attach each
+    image's attention maps (or CAM) as float32 arrays. ``prepared``: every input is a prepared
+    256×256 image (skip the paper crop).
+    """
+
+    batch_size: int = 16
+    workers: int | None = None
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    amp: bool = False
+    tta: bool = False
+    keep_maps: bool = False
+    prepared: bool = False
+
+    def but(self, **changes: Any) -> ScoringOptions:
+        """These options with ``changes`` (``dataclasses.replace``)."""
+        return replace(self, **changes)
+
+
+DEFAULT_OPTIONS = ScoringOptions()
 
 
 @dataclass
@@ -61,9 +91,7 @@ class ScoringSession(Protocol):
     def map_names(self) -> list[str]: ...
 
     def score(
-        self, paths: Sequence[str], *, batch_size: int = 16, workers: int | None = None,
-        keep_maps: bool = False, prepared: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS,
-        amp: bool = False, tta: bool = False,
+        self, paths: Sequence[str], options: ScoringOptions = DEFAULT_OPTIONS
     ) -> Iterator[Scored]: ...
 
 

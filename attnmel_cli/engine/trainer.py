@@ -21,11 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch.utils.data import DataLoader
 
-from attnmel_cli.config import TrainConfig, default_train_workers
+from attnmel_cli.config import TrainConfig
 from attnmel_cli.data.classes import class_labels, class_weights, resolve_classes
 from attnmel_cli.data.id_set import encode_ids, union_ids
 from attnmel_cli.data.manifest import MANIFEST_NAME, Row
@@ -34,7 +32,13 @@ from attnmel_cli.data.train_set import TrainSet
 from attnmel_cli.engine.averaging import average_last
 from attnmel_cli.engine.distributed import SINGLE, Dist, make_sampler, process_group
 from attnmel_cli.engine.epoch import CHANNELS_LAST_DEVICES, Step, train_epoch, validate
-from attnmel_cli.engine.epoch_log import EpochLog, EpochLogFactory
+from attnmel_cli.engine.epoch_log import (
+    Bar,
+    EpochLog,
+    EpochLogFactory,
+    ProgressFactory,
+    no_progress,
+)
 from attnmel_cli.engine.normalize import normalization
 from attnmel_cli.engine.optim import Optimisation, amp_dtype
 from attnmel_cli.engine.setup import (
@@ -55,6 +59,7 @@ from attnmel_cli.io.run_state import RunState, capture_rng, load_run_state, rest
 from attnmel_cli.models.attnmel import AttnMelNet
 from attnmel_cli.models.names import CLASSES
 from attnmel_cli.models.registry import parse_strides
+from attnmel_cli.parallel import train_workers
 
 log = logging.getLogger("attnmel")
 
@@ -76,21 +81,15 @@ class TrainResult:
     samples_per_s: float = math.nan  # training throughput of the last epoch run
 
 
-def _progress(console: Console | None) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-        console=console, transient=True, disable=console is None or not console.is_terminal,
-    )
-
-
-def train(config: TrainConfig, *, console: Console | None = None,
+def train(config: TrainConfig, *, progress: ProgressFactory = no_progress,
           epoch_log: EpochLogFactory | None = None) -> TrainResult:
     """Train one model on the prepared dirs ``config.data`` into the run dir ``config.out``.
 
-    Progress bars go to ``console`` (none when ``None``); ``epoch_log`` opens the log
-    ``config.tensorboard`` asks for (``viz.tensorboard.TensorBoardLog``). Raises
-    :class:`TrainInterrupted` on Ctrl-C (the last complete epoch stays in RUN_DIR for
-    ``--resume``) and :class:`AttnMelError` for bad options, data or an existing run.
+    ``progress`` opens the bar each epoch advances (the command's; none by default);
+    ``epoch_log`` opens the log ``config.tensorboard`` asks for
+    (``viz.tensorboard.TensorBoardLog``). Raises :class:`TrainInterrupted` on Ctrl-C (the last
+    complete epoch stays in RUN_DIR for ``--resume``) and :class:`AttnMelError` for bad
+    options, data or an existing run.
     """
     check_config(config)
     if config.tensorboard is not None and epoch_log is None:
@@ -112,8 +111,8 @@ def train(config: TrainConfig, *, console: Console | None = None,
         # Rank 0 alone reads and claims the run dir; the other ranks get its data and state.
         data, state, classes = dist.on_main(setup)
         with determinism(config):
-            return _run(config, device, data, state, console if dist.is_main else None, dist,
-                        classes, epoch_log)
+            shown = progress if dist.is_main else no_progress
+            return _run(config, device, data, state, shown, dist, classes, epoch_log)
 
 
 @dataclass
@@ -208,7 +207,7 @@ class _Loop:
     run: _Standing
     board: EpochLog | None = None  # --tensorboard, on rank 0
 
-    def epoch(self, epoch: int, bar: Progress) -> None:
+    def epoch(self, epoch: int, bar: Bar) -> None:
         """Train, validate, record and (rank 0) save epoch ``epoch`` (0-based)."""
         config, run, t0, lr = self.config, self.run, time.perf_counter(), self.opt.lr
         self.sampler.set_epoch(epoch)
@@ -261,15 +260,14 @@ class _Loop:
 
 def _run(
     config: TrainConfig, device: torch.device, data: TrainingData, state: RunState | None,
-    console: Console | None, dist: Dist = SINGLE, classes: tuple[str, ...] = CLASSES,
+    progress: ProgressFactory, dist: Dist = SINGLE, classes: tuple[str, ...] = CLASSES,
     epoch_log: EpochLogFactory | None = None,
 ) -> TrainResult:
     """Build everything (from ``state`` when resuming) and run the remaining epochs."""
     model, meta = _build(config, data, state, device, dist, classes)
     val_rows = data.val
     trained = dist.wrap(model, device, sync_bn=config.sync_bn)  # DDP, or model itself
-    workers = (default_train_workers(dist.local_world) if config.workers is None
-               else config.workers)
+    workers = train_workers(config.workers, dist.local_world)
     labels = class_labels(data.train, classes)
     sampler, loader = _loader(config, data, labels.tolist(), device, workers, dist)
     weights = class_weights(config.class_weights, labels[sampler.pool], len(classes))
@@ -289,7 +287,7 @@ def _run(
                  workers, data.run_fingerprint, dist, run, board)
     epoch = run.start
     try:
-        with _progress(console) as bar:
+        with progress() as bar:
             for epoch in range(run.start, config.epochs):
                 loop.epoch(epoch, bar)
         if config.average_last:

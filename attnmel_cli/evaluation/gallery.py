@@ -9,15 +9,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from attnmel_cli.data.decode import DEFAULT_MAX_PIXELS
 from attnmel_cli.data.masks import load_mask
 from attnmel_cli.engine.inference import Session
+from attnmel_cli.engine.scored import ScoringOptions
 from attnmel_cli.errors import InputError
 from attnmel_cli.evaluation.report_figures import jpeg_data_uri
 from attnmel_cli.evaluation.results import EvalData, Scores
 from attnmel_cli.viz.thumbnails import panels
 
 GALLERY_SIZE = 12  # images per section by default (evaluate --gallery: at most 50)
+GALLERY_OPTIONS = ScoringOptions(workers=0)  # a few images: decoded in this process
 
 
 @dataclass(frozen=True)
@@ -67,12 +68,12 @@ class Card:
 
 
 def build_gallery(
-    scores: Scores, data: EvalData, session: Session, threshold: float, n: int = GALLERY_SIZE, *,
-    batch_size: int = 16, workers: int | None = 0, max_pixels: int = DEFAULT_MAX_PIXELS,
-    amp: bool = False, tta: bool = False,
+    scores: Scores, data: EvalData, session: Session, threshold: float, n: int = GALLERY_SIZE,
+    options: ScoringOptions = GALLERY_OPTIONS,
 ) -> list[tuple[Section, list[Card]]]:
     """Every section's cards for ``scores`` (the first checkpoint's), its maps recomputed by
-    ``session`` (that checkpoint) for the chosen images only, as ``evaluate`` scored them."""
+    ``session`` (that checkpoint) for the chosen images only, as ``evaluate`` scored them
+    (``options``; their ``keep_maps`` and ``prepared`` are set here)."""
     picked = {s.key: pick(scores.labels, scores.probs, threshold, s, n) for s in SECTIONS}
     wanted = sorted({int(i) for idx in picked.values() for i in idx})
     items = {it.image_id: it for it in data.items}
@@ -80,8 +81,7 @@ def build_gallery(
     maps = {
         wanted[s.index]: s
         for s in session.score(
-            [str(it.path) for it in chosen], batch_size=batch_size, workers=workers,
-            keep_maps=True, prepared=data.prepared, max_pixels=max_pixels, amp=amp, tta=tta,
+            [str(it.path) for it in chosen], options.but(keep_maps=True, prepared=data.prepared)
         )
     }
     cards: dict[int, Card] = {}
@@ -96,11 +96,11 @@ def build_gallery(
                 raise InputError(scored.error)
             mask = (
                 load_mask(item.lesion_mask, session.meta.preprocess, prepared=data.prepared,
-                          photo=item.path, max_pixels=max_pixels)
+                          photo=item.path, max_pixels=options.max_pixels)
                 if item.lesion_mask else None
             )
             pictures = panels(str(item.path), scored.maps, session.meta.preprocess, mask,
-                              max_pixels=max_pixels)
+                              max_pixels=options.max_pixels)
         except InputError as exc:
             card.error = str(exc)
         else:

@@ -17,9 +17,15 @@ from typing import Any
 import jinja2
 import torch
 
-from attnmel_cli.data.decode import DEFAULT_MAX_PIXELS
 from attnmel_cli.engine.inference import Session
-from attnmel_cli.evaluation.gallery import GALLERY_SIZE, Card, Section, build_gallery
+from attnmel_cli.engine.scored import ScoringOptions
+from attnmel_cli.evaluation.gallery import (
+    GALLERY_OPTIONS,
+    GALLERY_SIZE,
+    Card,
+    Section,
+    build_gallery,
+)
 from attnmel_cli.evaluation.leakage import overlap_sentence
 from attnmel_cli.evaluation.plots import class_figures, curve_figures
 from attnmel_cli.evaluation.rendering import CLASS_COLUMNS, class_rows, classes_of, metric_rows
@@ -184,17 +190,15 @@ def render_html(
 
 def write_html_report(
     evaluation: Evaluation, data: EvalData, targets: Sequence[Path], device: torch.device, *,
-    gallery: int = GALLERY_SIZE, batch_size: int = 16, workers: int | None = 0,
-    max_pixels: int = DEFAULT_MAX_PIXELS, amp: bool = False, tta: bool = False,
+    gallery: int = GALLERY_SIZE, options: ScoringOptions = GALLERY_OPTIONS,
     overwrite: bool = False,
 ) -> list[Path]:
-    """Build the gallery with the first checkpoint (loaded again on ``device``), render the
-    report and write it, atomically, to each of ``targets``."""
+    """Build the gallery with the first checkpoint (loaded again on ``device``, scoring as
+    ``options`` say), render the report and write it, atomically, to each of ``targets``."""
     first = evaluation.scores[0]
     threshold = evaluation.report["checkpoints"][0]["threshold"]["value"]
     sections = build_gallery(
-        first, data, Session.load(first.checkpoint, device), threshold, gallery,
-        batch_size=batch_size, workers=workers, max_pixels=max_pixels, amp=amp, tta=tta,
+        first, data, Session.load(first.checkpoint, device), threshold, gallery, options,
     ) if gallery else []
     html = render_html(evaluation, data, sections)
     return [write_text_atomic(t, html, overwrite=overwrite) for t in targets]

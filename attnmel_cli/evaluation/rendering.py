@@ -1,5 +1,7 @@
-"""The report rendered: strict JSON, ``predictions.csv``, the output files, and a Rich table
-with one column per checkpoint (the paper's Tables 1–3)."""
+"""The report rendered as files and text: strict JSON, ``predictions.csv``, the output files, and
+the cells of its tables (:func:`metric_rows`, :func:`class_rows`), one column per checkpoint (the
+paper's Tables 1–3), which the terminal (:mod:`attnmel_cli.cli.render`) and the HTML report
+(:mod:`attnmel_cli.evaluation.html_report`) lay out each in its own way."""
 
 from __future__ import annotations
 
@@ -11,16 +13,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from rich.markup import escape
-from rich.table import Table
-
 from attnmel_cli.evaluation.isic_scorer import PARTIAL_AUC_SENSITIVITY, SENSITIVITIES
-from attnmel_cli.evaluation.leakage import overlap_sentence
 from attnmel_cli.evaluation.outputs import check_outputs
 from attnmel_cli.evaluation.plots import write_plots
 from attnmel_cli.evaluation.results import SPECIFICITIES, Evaluation, Scores
 from attnmel_cli.io.atomic import write_text_atomic
-from attnmel_cli.io.safe_text import csv_cell, printable
+from attnmel_cli.io.safe_text import csv_cell
 from attnmel_cli.models.names import is_binary
 
 
@@ -211,47 +209,3 @@ def class_rows(section: dict[str, Any]) -> list[list[str]]:
          *(_fmt(c[k]) for k in ("sensitivity", "specificity", "precision", "npv", "f1"))]
         for name, c in section["per_class"].items()
     ]
-
-
-def class_tables(report: dict[str, Any]) -> list[Table]:
-    """Per multi-class checkpoint: its per-class table and its confusion matrix."""
-    tables = []
-    for rep in report["checkpoints"]:
-        section = classes_of(rep)
-        if section is None:
-            continue
-        name = printable(rep["name"])  # a file name: its control characters escaped
-        per_class = Table(title=f"{name} · per class (one vs the rest)",
-                          caption=f"rates of the predicted class: the {section['prediction']}")
-        for k, column in enumerate(CLASS_COLUMNS):
-            per_class.add_column(column, justify="right" if k else "left", no_wrap=not k)
-        for cells in class_rows(section):
-            per_class.add_row(*cells)
-        cm = Table(title=f"{name} · confusion matrix (rows: true, columns: predicted)")
-        cm.add_column("")
-        for name in section["classes"]:
-            cm.add_column(name, justify="right")
-        for name, counts in zip(section["classes"], section["confusion_matrix"]["counts"],
-                                strict=True):
-            cm.add_row(name, *map(str, counts))
-        tables += [per_class, cm]
-    return tables
-
-
-def report_table(report: dict[str, Any]) -> Table:
-    """The report as a Rich table: one column per checkpoint (:func:`metric_rows`)."""
-    reports = report["checkpoints"]
-    left_out = report["score_weight_zero"]
-    leaks = [overlap_sentence(r) for r in reports
-             if r.get("training_overlap", {}).get("trained_on_evaluated_images")]
-    table = Table(
-        title=f"{printable(report['data'])} · split {report['split']} · {report['n_images']} images"
-        + (f" ({left_out} of score_weight 0 left out)" if left_out else "")
-        + "".join(f"\n[bold red]TRAINED ON THESE IMAGES:[/] {escape(s)}" for s in leaks)
-    )
-    table.add_column("metric")
-    for rep in reports:
-        table.add_column(printable(rep["name"]), justify="right")
-    for label, cells in metric_rows(report):
-        table.add_row(label, *cells)
-    return table

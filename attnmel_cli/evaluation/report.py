@@ -14,9 +14,9 @@ import numpy as np
 import torch
 
 from attnmel_cli import __version__
-from attnmel_cli.data.decode import DEFAULT_MAX_PIXELS
 from attnmel_cli.engine.distributed import SINGLE, Dist
 from attnmel_cli.engine.inference import Session
+from attnmel_cli.engine.scored import DEFAULT_OPTIONS, ScoringOptions
 from attnmel_cli.errors import AttnMelError, DataError
 from attnmel_cli.evaluation import metrics
 from attnmel_cli.evaluation.class_report import class_section, interval
@@ -138,21 +138,17 @@ def run_evaluation(
     data: EvalData,
     checkpoints: Sequence[Path],
     device: torch.device,
+    options: ScoringOptions = DEFAULT_OPTIONS,
     *,
     threshold: float | None = 0.5,
     val_data: EvalData | None = None,
     n_boot: int = 1000,
     seed: int = 0,
-    batch_size: int = 16,
-    workers: int | None = None,
     advance: Advance | None = None,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
     dist: Dist = SINGLE,
-    amp: bool = False,
-    tta: bool = False,
 ) -> Evaluation:
-    """Score ``data`` with each checkpoint (loaded one at a time) and build the report
-    (``amp``: bf16 autocast on CUDA; ``tta``: average the 8 flips/rotations).
+    """Score ``data`` with each checkpoint (loaded one at a time, scoring as ``options`` say)
+    and build the report.
 
     ``threshold=None`` picks each checkpoint's threshold on ``val_data`` by Youden's J.
     ``dist``: under torchrun the images are scored by all the ranks, and every rank builds the
@@ -172,16 +168,10 @@ def run_evaluation(
     fingerprint = prepared_fingerprint(data)
     for ckpt, name in zip(checkpoints, display_names(checkpoints), strict=True):
         session = Session.load(ckpt, device)
-        sc = score(
-            session, data, ckpt, name, batch_size=batch_size, workers=workers, advance=advance,
-            max_pixels=max_pixels, dist=dist, amp=amp, tta=tta,
-        )
+        sc = score(session, data, ckpt, name, options, advance=advance, dist=dist)
         t, source = threshold, "given"
         if val_data is not None and t is None:
-            val = score(
-                session, val_data, ckpt, name, batch_size=batch_size, workers=workers,
-                max_pixels=max_pixels, dist=dist, amp=amp, tta=tta,
-            )
+            val = score(session, val_data, ckpt, name, options, dist=dist)
             t = metrics.youden_threshold(val.labels, val.probs).threshold
             source = f"chosen on split {val_data.split!r} (Youden's J)"
         all_scores.append(sc)

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 
 from attnmel_cli.data.classes import class_labels
-from attnmel_cli.data.decode import DEFAULT_MAX_PIXELS
 from attnmel_cli.data.masks import load_mask
 from attnmel_cli.data.prepare import prepared_crop_fraction
 from attnmel_cli.engine.distributed import SINGLE, Dist
 from attnmel_cli.engine.inference import Session
+from attnmel_cli.engine.scored import DEFAULT_OPTIONS, ScoringOptions
 from attnmel_cli.errors import DataError, InputError
 from attnmel_cli.evaluation import metrics
 from attnmel_cli.evaluation.results import Advance, EvalData, Item, Scores
@@ -31,17 +31,13 @@ def score(
     data: EvalData,
     checkpoint: Path,
     name: str,
+    options: ScoringOptions = DEFAULT_OPTIONS,
     *,
-    batch_size: int = 16,
-    workers: int | None = None,
     advance: Advance | None = None,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
     dist: Dist = SINGLE,
-    amp: bool = False,
-    tta: bool = False,
 ) -> Scores:
-    """Score every image of ``data``; Table 3 Jaccard of each map where a lesion mask exists
-    (``amp``: bf16 autocast on CUDA; ``tta``: the 8 flips/rotations averaged).
+    """Score every image of ``data`` as ``options`` say (their ``keep_maps`` and ``prepared``
+    are set here, from the data); Table 3 Jaccard of each map where a lesion mask exists.
 
     Under torchrun (``dist``) each rank scores a contiguous block of the images and every rank
     gets all the results, in input order.
@@ -58,9 +54,7 @@ def score(
     items = data.items[lo:hi]
     local: list[Result] = []  # the images of this rank's block
     for s in session.score(
-        [str(it.path) for it in items], batch_size=batch_size, workers=workers,
-        keep_maps=bool(names), prepared=data.prepared, max_pixels=max_pixels, amp=amp,
-        tta=tta,
+        [str(it.path) for it in items], options.but(keep_maps=bool(names), prepared=data.prepared)
     ):
         item = items[s.index]
         try:
@@ -69,7 +63,7 @@ def score(
             mask = (
                 load_mask(
                     item.lesion_mask, session.meta.preprocess, prepared=data.prepared,
-                    photo=item.path, max_pixels=max_pixels,
+                    photo=item.path, max_pixels=options.max_pixels,
                 )
                 if names and item.lesion_mask
                 else None

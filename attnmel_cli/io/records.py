@@ -1,4 +1,5 @@
-"""Scoring records on stdout: CSV with a header, JSON lines, one JSON document, or a Rich table.
+"""Scoring records on stdout: CSV with a header, JSON lines, one JSON document, or a table (drawn
+by the command: :func:`attnmel_cli.cli.render.records_table`).
 
 Record fields (design contract): ``path, p_melanoma, prediction, checkpoint`` (+ ``error``).
 ``prediction`` is a class name (:func:`predicted_index`): for a binary (other, melanoma)
@@ -12,16 +13,15 @@ from __future__ import annotations
 import csv
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
-
 from attnmel_cli.errors import AttnMelError
-from attnmel_cli.io.safe_text import csv_cell, printable
+from attnmel_cli.io.safe_text import csv_cell
 from attnmel_cli.models.names import CLASSES, class_words, is_binary, melanoma_index
+
+# draws the records of ``--format table`` on a stream: (stream, classes, records)
+ShowTable = Callable[[TextIO, Sequence[str], list[dict[str, Any]]], None]
 
 FIELDS = ("path", "p_melanoma", "prediction", "checkpoint", "error")
 DEFAULT_THRESHOLD = 0.5  # a binary checkpoint's prediction is 1 when p_melanoma ≥ this
@@ -99,13 +99,17 @@ def default_format(stream: TextIO | None = None) -> str:
 
 class RecordWriter:
     """Streams the records of a checkpoint with ``classes`` to ``stream`` (CSV and JSON lines
-    line by line; JSON and a table at the end)."""
+    line by line; JSON and a table at the end, the table drawn by ``show_table``)."""
 
     def __init__(
-        self, fmt: str, stream: TextIO | None = None, classes: Sequence[str] = CLASSES
+        self, fmt: str, stream: TextIO | None = None, classes: Sequence[str] = CLASSES,
+        show_table: ShowTable | None = None,
     ) -> None:
+        if fmt == "table" and show_table is None:
+            raise AttnMelError("--format table: the command gave no table to draw the records")
         # sys.stdout looked up now, not at import: it may have been redirected since.
         self.fmt, self.stream = check_format(fmt), stream or sys.stdout
+        self.show_table = show_table
         self.classes, self.fields = tuple(classes), record_fields(classes)
         self._rows: list[dict[str, Any]] = []
         self._csv: csv.DictWriter | None = None
@@ -128,24 +132,5 @@ class RecordWriter:
     def close(self) -> None:
         if self.fmt == "json":
             self.stream.write(json.dumps(self._rows, ensure_ascii=False, indent=1) + "\n")
-        elif self.fmt == "table":
-            Console(file=self.stream, soft_wrap=True).print(self._table())
-
-    def _table(self) -> Table:
-        """path, p_melanoma and the prediction (a multi-class one with its probability)."""
-        table = Table(show_edge=False)
-        for name in ("path", "p_melanoma", "prediction"):
-            table.add_column(name, justify="right" if name == "p_melanoma" else "left")
-        melanoma = self.classes[melanoma_index(self.classes)]
-        for rec in self._rows:
-            # literal (a file name may look like Rich markup), control characters escaped
-            path = Text(printable(rec["path"]))
-            if rec.get("error"):
-                table.add_row(path, "—", Text(f"error: {printable(rec['error'])}", style="red"))
-                continue
-            name = rec["prediction"]
-            style = "bold red" if name == melanoma else ""
-            pred = (Text(printable(name), style=style) if is_binary(self.classes)
-                    else Text(f"{printable(name)} {rec[f'p_{name}']:.3f}", style=style))
-            table.add_row(path, f"{rec['p_melanoma']:.3f}", pred)
-        return table
+        elif self.fmt == "table" and self.show_table is not None:
+            self.show_table(self.stream, self.classes, self._rows)

@@ -12,7 +12,7 @@ import numpy as np
 from attnmel_cli.data.decode import DEFAULT_MAX_PIXELS, load_photo
 from attnmel_cli.data.transforms import network_box
 from attnmel_cli.data.writer import is_prepared_image
-from attnmel_cli.engine.scored import Scored, ScoringSession
+from attnmel_cli.engine.scored import Scored, ScoringOptions, ScoringSession
 from attnmel_cli.errors import AttnMelError
 from attnmel_cli.io.atomic import atomic_path
 from attnmel_cli.io.checkpoint import CheckpointMeta
@@ -21,6 +21,8 @@ from attnmel_cli.models.names import is_binary
 from attnmel_cli.viz.overlay import explanation_images, overlay_target, save_image
 
 log = logging.getLogger("attnmel")
+
+EXPLAIN_OPTIONS = ScoringOptions(batch_size=8)  # explain's --batch-size default
 
 
 @dataclass(frozen=True)
@@ -77,22 +79,16 @@ def explain_paths(
     session: ScoringSession,
     inputs: Sequence[str],
     out: Path,
+    options: ScoringOptions = EXPLAIN_OPTIONS,
     *,
-    batch_size: int = 8,
-    workers: int | None = None,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
     force: bool = False,
-    amp: bool = False,
-    tta: bool = False,
 ) -> Iterator[Explained]:
-    """Score ``inputs`` with their maps and write each one's files into ``out``, in input order
-    (a stem seen before gets ``-2``, ``-3``…; ``amp``: bf16 autocast on CUDA; ``tta``: maps and
-    probability averaged over the 8 flips/rotations, each map turned back first)."""
+    """Score ``inputs`` with their maps (``options``, ``keep_maps`` set here; ``tta``: maps
+    and probability averaged over the 8 flips/rotations, each map turned back first) and write
+    each one's files into ``out``, in input order (a stem seen before gets ``-2``, ``-3``…)."""
     taken: set[str] = set()
-    for scored in session.score(
-        inputs, batch_size=batch_size, workers=workers, keep_maps=True, max_pixels=max_pixels,
-        amp=amp, tta=tta,
-    ):
+    max_pixels = options.max_pixels
+    for scored in session.score(inputs, options.but(keep_maps=True)):
         if scored.error is not None:
             yield Explained(scored.path, scored.p_melanoma, None, scored.error)
             continue

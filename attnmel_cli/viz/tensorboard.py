@@ -21,6 +21,7 @@ from attnmel_cli.data.manifest import Row
 from attnmel_cli.data.masks import load_mask
 from attnmel_cli.engine.epoch_log import require_tensorboard
 from attnmel_cli.engine.inference import score_paths
+from attnmel_cli.engine.scored import ScoringOptions
 from attnmel_cli.errors import InputError
 from attnmel_cli.io.atomic import ensure_dir
 from attnmel_cli.io.checkpoint import CheckpointMeta
@@ -84,8 +85,9 @@ class TensorBoardLog:
         pre, out = meta.preprocess, []
         paths = [self.data / r.image for r in self.rows]
         for row, scored in zip(self.rows, score_paths(
-            model, meta, paths, device=device, batch_size=len(paths) or 1, workers=0,
-            keep_maps=True, prepared=True,
+            model, meta, paths, ScoringOptions(
+                batch_size=len(paths) or 1, workers=0, keep_maps=True, prepared=True,
+            ), device=device,
         ), strict=True):
             if scored.error is not None or not scored.maps:
                 continue
