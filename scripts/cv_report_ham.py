@@ -10,10 +10,14 @@ with 8-view TTA, the colour baseline on the same folds, and the 131 ISIC 2016 ph
 resolution scored out of fold (each by the fold model that did not train on it).
 
     python scripts/cv_report_ham.py --data PREPARED_ISIC2017 --runs RUNS --rows today,twostage
+
+``--cache FILE.json`` keeps every row's out-of-fold scores, Jaccard and ISIC 2016 scores, so a
+later run (more rows finished) scores only what is new.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -74,7 +78,17 @@ def held_out(data: Path, pool: list, fold: np.ndarray, runs: Path, row: str, k: 
 def main() -> None:
     ap = arguments(__doc__, "folder of <row>-f<I> runs")
     ap.add_argument("--rows", default="today,twostage,mixed")
+    ap.add_argument("--cache", type=Path, help="reuse and keep the scores of finished rows here")
     args = ap.parse_args()
+    cache = json.loads(args.cache.read_text()) if args.cache and args.cache.is_file() else {}
+    cache.setdefault("oof", {})
+    cache.setdefault("jaccard", {})
+    cache.setdefault("isic2016", {})
+
+    def keep() -> None:
+        if args.cache:
+            args.cache.write_text(json.dumps(cache))
+
     torch.set_num_threads(2)
     pool, assignment = cv_pool(args.data, args.folds, args.seed)
     y = np.array([r.label for r in pool])
@@ -92,6 +106,9 @@ def main() -> None:
 
     def run(row: str, tta: bool) -> None:
         key = f"{row}+tta" if tta else row
+        if key in cache["oof"]:
+            oof[key], jaccard[key] = np.array(cache["oof"][key]), cache["jaccard"][key]
+            return
         p, maps = np.zeros(len(pool)), {}
         for k in range(args.folds):
             p[fold == k], jac = held_out(args.data, pool, fold, args.runs, row, k, tta)
@@ -99,6 +116,8 @@ def main() -> None:
                 maps.setdefault(name, []).extend(values.tolist())
         oof[key] = p
         jaccard[key] = {n: float(np.nanmean(v)) for n, v in maps.items()}
+        cache["oof"][key], cache["jaccard"][key] = p.tolist(), jaccard[key]
+        keep()
         print(f"{key}: {summary(y, p, fold, args.seed)['auc_mean']:.4f}", file=sys.stderr)
 
     for row in rows:
@@ -124,10 +143,12 @@ def main() -> None:
                              folds16)}
         for row in [*rows, f"{best}+tta"]:
             name, _, tta = row.partition("+")
-            per_fold = np.stack([score(args.runs / f"{name}-f{k}" / "last.safetensors", photos,
-                                       prepared=False, tta=bool(tta))
-                                 for k in range(args.folds)])
-            ext[row] = _pick(per_fold, folds16)
+            if row not in cache["isic2016"]:
+                cache["isic2016"][row] = np.stack([
+                    score(args.runs / f"{name}-f{k}" / "last.safetensors", photos,
+                          prepared=False, tta=bool(tta)) for k in range(args.folds)]).tolist()
+                keep()
+            ext[row] = _pick(np.array(cache["isic2016"][row]), folds16)
         report["isic2016_out_of_fold"] = external(y16, folds16, ext, args.seed)
     emit(report, markdown(report), args.json, args.markdown)
 
