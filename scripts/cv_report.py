@@ -160,23 +160,11 @@ def main() -> None:
         runs.append((chosen, True))
 
     report: dict[str, object] = {"folds": args.folds, "seed": args.seed, "chosen": chosen,
-                                 "delong_reference": variants[0], "cv": {}}
-    first = variants[0]
-    for name, p in oof.items():
-        entry = summary(y, p, fold, args.seed)
-        if name != first:
-            d = delong_test(y, oof[first], p)
-            entry["delong_vs_" + first] = {"auc1": d.auc1, "auc2": d.auc2, "p_value": d.p_value}
-        report["cv"][name] = entry  # type: ignore[index]
+                                 "delong_reference": variants[0],
+                                 "cv": cv_entries(y, oof, fold, variants[0], args.seed)}
 
     if args.isic2016:
-        ids, photos, y16 = isic2016(args.isic2016)
-        folds16 = [assignment.get(i) for i in ids]
-        crops = [paper_crop(load_photo(p)) for p in photos]
-        x16 = np.stack([colour_features(np.asarray(c)) for c in crops])
-        ext: dict[str, np.ndarray] = {}
-        per_fold_colour = np.stack([m.predict_proba(x16)[:, 1] for m in colour_models])
-        ext[COLOUR] = _pick(per_fold_colour, folds16)
+        photos, y16, folds16, ext = isic2016_colour(args.isic2016, assignment, colour_models)
         for variant, tta in runs:
             per_fold = np.stack([
                 score(args.runs / f"{variant}-f{k}" / "last.safetensors", photos,
@@ -184,6 +172,31 @@ def main() -> None:
             ext[f"{variant}+tta" if tta else variant] = _pick(per_fold, folds16)
         report["isic2016_out_of_fold"] = external(y16, folds16, ext, args.seed)
     emit(report, markdown(report), args.json, args.markdown)
+
+
+def cv_entries(y: np.ndarray, oof: dict[str, np.ndarray], fold: np.ndarray, first: str,
+               seed: int) -> dict[str, dict]:
+    """Each model's :func:`summary`, with DeLong's paired test against ``first``."""
+    entries = {}
+    for name, p in oof.items():
+        entry = summary(y, p, fold, seed)
+        if name != first:
+            d = delong_test(y, oof[first], p)
+            entry["delong_vs_" + first] = {"auc1": d.auc1, "auc2": d.auc2, "p_value": d.p_value}
+        entries[name] = entry
+    return entries
+
+
+def isic2016_colour(directory: Path, assignment: dict[str, int], colour_models: list
+                    ) -> tuple[list[Path], np.ndarray, list[int | None], dict[str, np.ndarray]]:
+    """The ISIC 2016 photos, labels and folds (None: not in the pool), and the colour baseline's
+    scores on them, each photo by the fold model that did not train on it."""
+    ids, photos, y16 = isic2016(directory)
+    folds16 = [assignment.get(i) for i in ids]
+    crops = [paper_crop(load_photo(p)) for p in photos]
+    x16 = np.stack([colour_features(np.asarray(c)) for c in crops])
+    colour = np.stack([m.predict_proba(x16)[:, 1] for m in colour_models])
+    return photos, y16, folds16, {COLOUR: _pick(colour, folds16)}
 
 
 def external(y: np.ndarray, folds: list[int | None], scores: dict[str, np.ndarray],

@@ -30,23 +30,21 @@ from cv_report import (
     _ci,
     _pick,
     arguments,
+    cv_entries,
     cv_pool,
     emit,
     external,
-    isic2016,
+    isic2016_colour,
     score,
     summary,
 )
 
-from attnmel_cli.data.decode import load_photo
-from attnmel_cli.data.transforms import paper_crop
 from attnmel_cli.engine.inference import Session
+from attnmel_cli.engine.scored import ScoringOptions
 from attnmel_cli.evaluation.colour_baseline import (
     colour_classifier,
-    colour_features,
     features_of_file,
 )
-from attnmel_cli.evaluation.metrics import delong_test
 from attnmel_cli.evaluation.results import EvalData, Item
 from attnmel_cli.evaluation.scoring import score as score_items
 
@@ -69,7 +67,7 @@ def held_out(data: Path, pool: list, fold: np.ndarray, runs: Path, row: str, k: 
     checkpoint = runs / f"{row}-f{k}" / "last.safetensors"
     session = Session.load(checkpoint, torch.device("cpu"))
     scores = score_items(session, EvalData(data, None, items, prepared=True), checkpoint, row,
-                         batch_size=32, workers=1, tta=tta)
+                         ScoringOptions(batch_size=32, workers=1, tta=tta))
     if scores.failed:
         raise SystemExit(f"{checkpoint}: {len(scores.failed)} images could not be scored")
     return scores.probs, scores.jaccard
@@ -125,22 +123,13 @@ def main() -> None:
     best = max(rows, key=lambda r: summary(y, oof[r], fold, args.seed)["auc_mean"])
     run(best, tta=True)
 
-    first = rows[0]
+    entries = cv_entries(y, oof, fold, rows[0], args.seed)
+    for name, entry in entries.items():
+        entry["jaccard"] = jaccard.get(name, {})
     report: dict[str, object] = {"folds": args.folds, "seed": args.seed, "best": best,
-                                 "delong_reference": first, "cv": {}}
-    for name, p in oof.items():
-        entry = summary(y, p, fold, args.seed) | {"jaccard": jaccard.get(name, {})}
-        if name != first:
-            d = delong_test(y, oof[first], p)
-            entry["delong_vs_" + first] = {"auc1": d.auc1, "auc2": d.auc2, "p_value": d.p_value}
-        report["cv"][name] = entry  # type: ignore[index]
+                                 "delong_reference": rows[0], "cv": entries}
     if args.isic2016:
-        ids, photos, y16 = isic2016(args.isic2016)
-        folds16 = [assignment.get(i) for i in ids]
-        crops = [paper_crop(load_photo(p)) for p in photos]
-        x16 = np.stack([colour_features(np.asarray(c)) for c in crops])
-        ext = {COLOUR: _pick(np.stack([m.predict_proba(x16)[:, 1] for m in colour_models]),
-                             folds16)}
+        photos, y16, folds16, ext = isic2016_colour(args.isic2016, assignment, colour_models)
         for row in [*rows, f"{best}+tta"]:
             name, _, tta = row.partition("+")
             if row not in cache["isic2016"]:

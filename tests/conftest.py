@@ -279,3 +279,24 @@ def assert_same_run() -> Callable[[Path, Path], None]:
     """``assert_same_run(a, b)``: the two run dirs hold identical final weights (last and best)
     and the same metrics.csv except ``seconds``."""
     return _assert_same_run
+
+
+@pytest.fixture
+def interrupt_at(monkeypatch: pytest.MonkeyPatch) -> Callable[[int], None]:
+    """``interrupt_at(n)``: Ctrl-C (KeyboardInterrupt) in the training step that computes the
+    loss for the ``n``-th time; ``monkeypatch.undo()`` ends it."""
+    from attnmel_cli.engine import epoch as epoch_module
+
+    def arm(n: int) -> None:
+        calls, real_loss = {"n": 0}, epoch_module.attnmel_loss
+
+        def interrupted(*args: object, **kwargs: object) -> object:
+            calls["n"] += 1
+            if calls["n"] == n:
+                raise KeyboardInterrupt
+            return real_loss(*args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(epoch_module, "attnmel_loss", interrupted)
+
+    return arm
+

@@ -18,7 +18,6 @@ from attnmel_cli.data.manifest import read_manifest, write_manifest
 from attnmel_cli.data.mix import parse_source_weights, source_names
 from attnmel_cli.data.prepare import prepare_dataset
 from attnmel_cli.data.sampler import OversamplingSampler
-from attnmel_cli.engine import epoch as epoch_module
 from attnmel_cli.engine.setup import data_fingerprint
 from attnmel_cli.engine.trainer import TrainInterrupted, train
 from attnmel_cli.errors import AttnMelError, DataError
@@ -118,19 +117,10 @@ def test_two_sources_train_and_the_checkpoint_lists_both(
 
 def test_two_source_run_resumes_to_the_uninterrupted_result(
     config, prepared: Path, ham_prepared: Path, two_source_run: Path, tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch, assert_same_run,
+    monkeypatch: pytest.MonkeyPatch, assert_same_run, interrupt_at,
 ) -> None:
     out = tmp_path / "resumed"
-    calls = {"n": 0}
-    real_loss = epoch_module.attnmel_loss
-
-    def interrupt_in_epoch_two(*args: object, **kwargs: object) -> object:
-        calls["n"] += 1
-        if calls["n"] == 7:
-            raise KeyboardInterrupt
-        return real_loss(*args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(epoch_module, "attnmel_loss", interrupt_in_epoch_two)
+    interrupt_at(7)
     with pytest.raises(TrainInterrupted, match="holds epoch 1"):
         train(config([prepared, ham_prepared], out, source_weights="ham10000=0.5"))
     monkeypatch.undo()

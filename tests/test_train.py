@@ -18,7 +18,6 @@ from attnmel_cli.data.manifest import read_manifest
 from attnmel_cli.data.prepare import META_NAME
 from attnmel_cli.data.sampler import OversamplingSampler
 from attnmel_cli.data.train_set import TrainSet
-from attnmel_cli.engine import epoch as epoch_module
 from attnmel_cli.engine.setup import check_resumable, data_fingerprint
 from attnmel_cli.engine.trainer import TrainInterrupted, train
 from attnmel_cli.errors import AttnMelError, DataError
@@ -135,19 +134,10 @@ def test_trains_and_writes_a_loadable_best_checkpoint(uninterrupted: Path) -> No
 
 def test_interrupted_run_resumes_to_the_uninterrupted_result(config,
     prepared: Path, uninterrupted: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-    run_metrics, assert_same_run,
+    run_metrics, assert_same_run, interrupt_at,
 ) -> None:
     out = tmp_path / "resumed"
-    calls = {"n": 0}
-    real_loss = epoch_module.attnmel_loss
-
-    def interrupt_in_epoch_two(*args: object, **kwargs: object) -> object:
-        calls["n"] += 1
-        if calls["n"] == 6:  # 4 steps per epoch: the 2nd step of epoch 2
-            raise KeyboardInterrupt
-        return real_loss(*args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(epoch_module, "attnmel_loss", interrupt_in_epoch_two)
+    interrupt_at(6)  # 4 steps per epoch: the 2nd step of epoch 2
     with pytest.raises(TrainInterrupted, match="holds epoch 1"):
         train(config(prepared, out))
     monkeypatch.undo()
