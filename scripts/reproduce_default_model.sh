@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Reproduces weights/attnmel-default.safetensors end to end on a CPU, from the ISIC 2017 data:
+# Reproduces weights/attnmel-isic2017-cc0.safetensors (the ISIC-2017-only model, the default until
+# the HAM10000 two-stage model: scripts/reproduce_ham_model.sh) end to end on a CPU:
 #
 #   scripts/reproduce_default_model.sh [ISIC2017_DIR] [WORK_DIR]
 #
@@ -13,7 +14,7 @@
 #    the colour baseline on the same folds, and the ISIC 2016 test photos scored out of fold.
 # 3. The variant with the highest mean cross-validated AUC (without TTA) is trained once more on
 #    all 2,150 images (no validation split: the last epoch), copied to weights/ and exported to
-#    ONNX beside it (weights/attnmel-default.onnx; needs the onnx extra).
+#    ONNX beside it (weights/attnmel-isic2017-cc0.onnx; needs the onnx extra).
 # Wall time on 2 cores: see weights/README.md (12-16 minutes a fold run, two side by side).
 set -euo pipefail
 DATA=${1:-../shared/data/isic2017-256}
@@ -76,9 +77,9 @@ start=$(date +%s)
 attnmel train --data "$(data_of "$best")" --out "$WORK/final-$best" --force "${RECIPE[@]}" \
   --train-splits train,val $(variant_flags "$best") > /dev/null 2> "$WORK/final-$best.log"
 echo "final model: $(( $(date +%s) - start )) s" >&2
-cp "$WORK/final-$best/last.safetensors" weights/attnmel-default.safetensors
+cp "$WORK/final-$best/last.safetensors" weights/attnmel-isic2017-cc0.safetensors
 # Its ONNX export, which predict and explain score where onnxruntime is installed
 # (tests/test_onnx.py checks that the two agree).
-attnmel export weights/attnmel-default.safetensors --out weights/attnmel-default.onnx --force \
+attnmel export weights/attnmel-isic2017-cc0.safetensors --out weights/attnmel-isic2017-cc0.onnx --force \
   > /dev/null
-echo "shipped: weights/attnmel-default.safetensors and .onnx ($best)"
+echo "shipped: weights/attnmel-isic2017-cc0.safetensors and .onnx ($best)"

@@ -110,13 +110,15 @@ def test_tiny_parity_every_arch(invoke, tmp_path, photos, arch, backbone) -> Non
 
 
 THREE_CLASS = "attnmel-isic2017-3class.safetensors"
+CC0 = "attnmel-isic2017-cc0.safetensors"
 
 
-@pytest.mark.parametrize("name", [DEFAULT_CHECKPOINT_NAME, THREE_CLASS])
+@pytest.mark.parametrize("name", [DEFAULT_CHECKPOINT_NAME, THREE_CLASS, CC0])
 def test_each_shipped_onnx_is_the_export_of_its_checkpoint(name: str) -> None:
     """weights/X.onnx is the export of weights/X.safetensors (the default model, the three-class
-    model): the checkpoint's header and SHA-256 in its metadata, the same scores and maps on the
-    examples (re-export it with `attnmel export … --force` whenever the checkpoint changes)."""
+    model, the ISIC-2017-only model): the checkpoint's header and SHA-256 in its metadata, the
+    same scores and maps on the examples (re-export it with `attnmel export … --force` whenever
+    the checkpoint changes)."""
     checkpoint = WEIGHTS / name
     model = checkpoint.with_suffix(".onnx")
     props = {p.key: p.value for p in onnx.load(str(model)).metadata_props}
