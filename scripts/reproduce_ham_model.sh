@@ -17,7 +17,8 @@
 #                 image, a fresh tenth of HAM10000's oversampled pool, ~37 % of the draws)
 #      twostage-lesion, mixed-lesion: the same with --roi lesion (stage1-lesion for twostage)
 # 4. report: scripts/cv_report_ham.py (AUC, AP, Table 3 Jaccard, DeLong vs today, TTA of the
-#    best, the colour baseline, the ISIC 2016 photos out of fold).
+#    best, the colour baseline, the ISIC 2016 photos out of fold); its cache keeps the scores of
+#    rows already reported, so a later session scores only the rows it added.
 # 5. final (FINAL=row, default twostage): that row's recipe once more on all 2,150 ISIC 2017
 #    train + val images (no held-out fold: the last epoch), written to $WORK/final-<row>; copy it
 #    to weights/ and export it by hand (see weights/README.md).
@@ -91,8 +92,8 @@ for step in $STEPS; do
     report)
       python scripts/cv_report_ham.py --data "$WORK/prepared/isic2017" --runs "$WORK/cv" \
         --folds "$FOLDS" --rows "today,$(echo "$ROWS" | tr ' ' ',' | sed 's/today,\?//')" \
-        --isic2016 "$ISIC2016" --json "$WORK/cv_report.json" \
-        --markdown "$WORK/cv_tables.md" > /dev/null ;;
+        --isic2016 "$ISIC2016" --cache "$WORK/report-cache.json" \
+        --json "$WORK/cv_report.json" --markdown "$WORK/cv_tables.md" > /dev/null ;;
     final)
       case $FINAL in
         today) extra=() ;;
