@@ -144,7 +144,8 @@ class TrainConfig:
     pretrained_weights: Path | None = field(default=None, metadata=option(
         "Local torchvision VGG-16 ImageNet weights file (.pth or .safetensors)."))
     init: Path | None = field(default=None, metadata=option(
-        "Start from this attnmel checkpoint's weights (fine-tuning; same arch and backbone).",
+        "Start from this attnmel checkpoint's weights (fine-tuning; same arch and backbone; "
+        "of other classes: all but the classifier).",
         metavar="CKPT"))
     classes: str = field(default="melanoma", metadata=option(
         "What to tell apart: melanoma (melanoma vs other, the paper), isic2017 (melanoma, "

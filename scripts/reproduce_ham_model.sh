@@ -30,6 +30,8 @@ ISIC2017=${ISIC2017:-../shared/data/isic2017-256}
 HAM=${HAM:-../shared/data/ham10000-200x150}
 ISIC2016=${ISIC2016:-../shared/data/isic2016-test-fullres}
 JOBS=${JOBS:-2}
+WORKERS=${WORKERS:-1}  # data-loading workers per run
+THREADS=${THREADS:-$((2 / JOBS > 0 ? 2 / JOBS : 1))}  # torch threads per fold run
 STEPS=${STEPS:-prepare stage1 folds report final}
 FINAL=${FINAL:-twostage}
 ROWS=${ROWS:-twostage today mixed twostage-lesion mixed-lesion}
@@ -38,7 +40,7 @@ EPOCHS=4
 STAGE1_EPOCHS=2
 RECIPE="--backbone efficientnet_lite0 --arch attnmel --optimizer adamw --schedule onecycle \
 --lr 3e-4 --weight-decay 0.01 --batch-size 32 --seed 0"
-export WORK FOLDS EPOCHS STAGE1_EPOCHS RECIPE
+export WORK FOLDS EPOCHS STAGE1_EPOCHS RECIPE WORKERS
 
 run() {  # OUT EPOCHS ARGS…: train into OUT; resume it when interrupted, skip it when finished
   local out=$1 epochs=$2
@@ -51,26 +53,31 @@ run() {  # OUT EPOCHS ARGS…: train into OUT; resume it when interrupted, skip 
   local start
   start=$(date +%s)
   # shellcheck disable=SC2086
-  attnmel train --out "$out" $again --epochs "$epochs" $RECIPE "$@" --workers 1 \
+  attnmel train --out "$out" $again --epochs "$epochs" $RECIPE "$@" --workers "$WORKERS" \
     > /dev/null 2>> "$out.log"
   echo "$(basename "$out"): $(( $(date +%s) - start )) s" >> "$WORK/wall-times.txt"
 }
 
-fold_run() {  # ROW FOLD
-  local row=$1 fold=$2 extra=()
-  case $row in
+row_flags() {  # ROW: the training options that make a row (beside today's recipe)
+  case $1 in
     today) ;;
-    twostage) extra=(--init "$WORK/stage1/last.safetensors") ;;
-    mixed) extra=(--data "$WORK/prepared/ham10000" --source-weights ham10000=0.1) ;;
-    twostage-lesion) extra=(--init "$WORK/stage1-lesion/last.safetensors" --roi lesion) ;;
-    mixed-lesion) extra=(--data "$WORK/prepared/ham10000" --source-weights ham10000=0.1
-                         --roi lesion) ;;
+    twostage) echo "--init $WORK/stage1/last.safetensors" ;;
+    mixed) echo "--data $WORK/prepared/ham10000 --source-weights ham10000=0.1" ;;
+    twostage-lesion) echo "--init $WORK/stage1-lesion/last.safetensors --roi lesion" ;;
+    mixed-lesion) echo "--data $WORK/prepared/ham10000 --source-weights ham10000=0.1 --roi lesion" ;;
+    *) echo "unknown row $1" >&2; return 1 ;;
   esac
-  OMP_NUM_THREADS=$((2 / JOBS > 0 ? 2 / JOBS : 1)) run "$WORK/cv/$row-f$fold" "$EPOCHS" \
-    --data "$WORK/prepared/isic2017" --pretrained --image-size 192 --folds "$FOLDS" \
-    --fold "$fold" "${extra[@]}"
 }
-export -f run fold_run
+
+fold_run() {  # ROW FOLD
+  local flags
+  flags=$(row_flags "$1")
+  # shellcheck disable=SC2086
+  OMP_NUM_THREADS=$THREADS run "$WORK/cv/$1-f$2" "$EPOCHS" \
+    --data "$WORK/prepared/isic2017" --pretrained --image-size 192 --folds "$FOLDS" \
+    --fold "$2" $flags
+}
+export -f run row_flags fold_run
 
 mkdir -p "$WORK/cv"
 for step in $STEPS; do
@@ -79,28 +86,28 @@ for step in $STEPS; do
       attnmel prepare "$ISIC2017" --out "$WORK/prepared/isic2017" > /dev/null
       attnmel prepare "$HAM" --out "$WORK/prepared/ham10000" --crop-fraction 1 > /dev/null ;;
     stage1)
-      run "$WORK/stage1" "$STAGE1_EPOCHS" --data "$WORK/prepared/ham10000" --pretrained \
-        --image-size 128 --train-splits train,val
-      case " $ROWS " in *" twostage-lesion "*)
+      case " $ROWS $FINAL " in *" twostage "*)
+        run "$WORK/stage1" "$STAGE1_EPOCHS" --data "$WORK/prepared/ham10000" --pretrained \
+          --image-size 128 --train-splits train,val ;;
+      esac
+      case " $ROWS $FINAL " in *" twostage-lesion "*)
         run "$WORK/stage1-lesion" "$STAGE1_EPOCHS" --data "$WORK/prepared/ham10000" \
           --pretrained --image-size 128 --train-splits train,val --roi lesion ;;
       esac ;;
     folds)
       for row in $ROWS; do
         for fold in $(seq 0 $((FOLDS - 1))); do echo "$row $fold"; done
-      done | xargs -P "$JOBS" -L 1 bash -c 'JOBS='"$JOBS"' fold_run "$0" "$1"' ;;
+      done | xargs -P "$JOBS" -L 1 bash -c 'THREADS='"$THREADS"' fold_run "$0" "$1"' ;;
     report)
       python scripts/cv_report_ham.py --data "$WORK/prepared/isic2017" --runs "$WORK/cv" \
         --folds "$FOLDS" --rows "today,$(echo "$ROWS" | tr ' ' ',' | sed 's/today,\?//')" \
         --isic2016 "$ISIC2016" --cache "$WORK/report-cache.json" \
         --json "$WORK/cv_report.json" --markdown "$WORK/cv_tables.md" > /dev/null ;;
     final)
-      case $FINAL in
-        today) extra=() ;;
-        twostage) extra=(--init "$WORK/stage1/last.safetensors") ;;
-        *) echo "FINAL=$FINAL: only today and twostage have a final step" >&2; exit 1 ;;
-      esac
-      run "$WORK/final-$FINAL" "$EPOCHS" --data "$WORK/prepared/isic2017" --pretrained \
-        --image-size 192 --train-splits train,val "${extra[@]}" ;;
+      flags=$(row_flags "$FINAL")
+      # shellcheck disable=SC2086
+      run "$WORK/final-$FINAL" "$EPOCHS" \
+        --data "$WORK/prepared/isic2017" --pretrained --image-size 192 --train-splits train,val \
+        $flags ;;
   esac
 done

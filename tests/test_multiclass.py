@@ -23,7 +23,7 @@ from attnmel_cli.data.classes import ISIC2017_CLASSES, class_weights, resolve_cl
 from attnmel_cli.data.manifest import Row
 from attnmel_cli.data.prepare import prepare_dataset
 from attnmel_cli.errors import DataError
-from attnmel_cli.io.checkpoint import read_metadata
+from attnmel_cli.io.checkpoint import read_metadata, read_tensors
 from attnmel_cli.io.records import (
     FIELDS,
     predicted_index,
@@ -334,16 +334,27 @@ def test_train_help_shows_the_class_options(invoke) -> None:
     assert "--class-weights" in result.stdout and "balanced" in result.stdout
 
 
-def test_init_needs_the_same_classes(trained, prepared, tmp_path, invoke) -> None:
+def test_init_across_classes_keeps_all_but_the_classifier(trained, prepared, tmp_path,
+                                                          invoke) -> None:
+    """A 3-class checkpoint --init a binary run (and back): every tensor but the classifier's
+    comes from it (lr ~0: unchanged after a step), the classifier is the run's own shape."""
     source = trained("attnmel", "isic2017")
-    refused = invoke("train", "-d", prepared["isic2017"], "-o", tmp_path / "binary",
-                     "--init", source, *tiny())
-    assert refused.exit_code == 1
-    assert "same model" in refused.stderr and "seborrheic_keratosis" in refused.stderr
-    ok = invoke("train", "-d", prepared["isic2017"], "-o", tmp_path / "tuned", "--init", source,
-                "--classes", "isic2017", *tiny())
-    assert ok.exit_code == 0, ok.output
+    before, _ = read_tensors(source)
+    binary = invoke("train", "-d", prepared["isic2017"], "-o", tmp_path / "binary",
+                    "--init", source, "--lr", "1e-12", *tiny())
+    assert binary.exit_code == 0, binary.output
+    assert "the classifier starts afresh" in binary.stderr
+    after, _ = read_tensors(tmp_path / "binary" / "last.safetensors")
+    assert after["classifier.weight"].shape[0] == 2 != before["classifier.weight"].shape[0]
+    kept = [k for k in before if not k.startswith("classifier.") and k.endswith("weight")]
+    assert kept and all(torch.allclose(after[k], before[k], atol=1e-6) for k in kept)
+    back = invoke("train", "-d", prepared["isic2017"], "-o", tmp_path / "tuned", "--init",
+                  tmp_path / "binary" / "last.safetensors", "--classes", "isic2017", *tiny())
+    assert back.exit_code == 0, back.output
     assert read_metadata(tmp_path / "tuned" / "best.safetensors").classes == ISIC2017_CLASSES
+    other = invoke("train", "-d", prepared["isic2017"], "-o", tmp_path / "other",
+                   "--init", source, "--arch", "mel-cnn", *tiny())
+    assert other.exit_code == 1 and "same model" in other.stderr
 
 
 def test_resume_keeps_the_classes(prepared, tmp_path, invoke) -> None:

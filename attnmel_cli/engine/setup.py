@@ -11,7 +11,6 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -32,7 +31,6 @@ from attnmel_cli.engine.epoch_log import require_tensorboard
 from attnmel_cli.engine.normalize import parse_normalize
 from attnmel_cli.engine.optim import OPTIMIZERS, SCHEDULES
 from attnmel_cli.errors import AttnMelError, DataError
-from attnmel_cli.io.checkpoint import CheckpointMeta, read_metadata, read_tensors
 from attnmel_cli.io.run_state import RunState
 from attnmel_cli.models.attnmel import ARCHS, check_image_size
 from attnmel_cli.models.backbones.base import check_backbone_name
@@ -260,37 +258,3 @@ def cache_images(dataset: TrainSet, processes: int = 1) -> None:
     dataset.cache(threads=max(1, (os.cpu_count() or 1) // processes))
     log.info("decoded %d training images into RAM (%.0f MiB) in %.1f s",
              len(dataset), mib, time.perf_counter() - t0)
-
-
-def inherited(path: Path | None) -> tuple[list[dict[str, Any]], str]:
-    """What a run started from ``--init path`` inherits for its checkpoint's provenance: the
-    init checkpoint's sources (its own ``sources``, else its one prepared dir), each with role
-    ``init``, and its ``train_image_ids``; nothing without --init."""
-    if path is None:
-        return [], ""
-    source = read_metadata(path)
-    data = source.train_config.get("data", "")
-    own = source.sources or [{"name": Path(data[0] if isinstance(data, list) else data).name,
-                              "fingerprint": source.data_fingerprint,
-                              "crop_fraction": source.crop_fraction}]
-    return [{**s, "role": "init", "checkpoint": path.name} for s in own], source.train_image_ids
-
-
-def init_from(model: torch.nn.Module, meta: CheckpointMeta, path: Path) -> None:
-    """Load the weights of the attnmel checkpoint ``path`` into ``model`` (``--init``): its arch,
-    backbone, width, strides and classes must be the run's; the preprocessing is the run's own."""
-    source = read_metadata(path)
-    mine = (meta.arch, meta.backbone, meta.width, tuple(meta.strides), tuple(meta.classes))
-    theirs = (source.arch, source.backbone, source.width, tuple(source.strides),
-              tuple(source.classes))
-    if mine != theirs:
-        raise AttnMelError(
-            f"{path}: --init needs a checkpoint of the same model (arch, backbone, width, "
-            f"strides, classes): it has {theirs}, the run {mine}"
-        )
-    if (source.mean, source.std) != (meta.mean, meta.std):
-        log.warning("%s: trained with mean %s std %s; this run normalises with mean %s std %s",
-                    path, source.mean, source.std, meta.mean, meta.std)
-    tensors, _ = read_tensors(path)
-    model.load_state_dict(tensors, strict=True)
-    log.info("initialised from %s", path)

@@ -39,6 +39,7 @@ from attnmel_cli.engine.epoch_log import (
     ProgressFactory,
     no_progress,
 )
+from attnmel_cli.engine.init_weights import inherited, init_from
 from attnmel_cli.engine.normalize import normalization
 from attnmel_cli.engine.optim import Optimisation, amp_dtype
 from attnmel_cli.engine.setup import (
@@ -47,8 +48,6 @@ from attnmel_cli.engine.setup import (
     check_config,
     check_resumable,
     determinism,
-    inherited,
-    init_from,
     load_data,
 )
 from attnmel_cli.errors import AttnMelError
