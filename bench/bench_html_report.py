@@ -94,7 +94,7 @@ def main() -> None:
         t1 = time.perf_counter()
         first = ev.scores[0]
         session = Session.load(first.checkpoint, device)
-        threshold = ev.report["checkpoints"][0]["threshold"]["value"]
+        threshold = ev.report.checkpoints[0].threshold.value
         sections = build_gallery(first, data, session, threshold, args.gallery,
                                  ScoringOptions(workers=args.workers))
         t2 = time.perf_counter()

@@ -19,7 +19,8 @@ from sklearn.model_selection import StratifiedKFold
 from attnmel_cli.data.manifest import read_manifest
 from attnmel_cli.evaluation.colour_baseline import colour_classifier as classifier
 from attnmel_cli.evaluation.colour_baseline import features_of_file as hsv_features
-from attnmel_cli.evaluation.metrics import average_precision, bootstrap_ci, roc_auc
+from attnmel_cli.evaluation.metrics import average_precision, roc_auc
+from attnmel_cli.evaluation.uncertainty import bootstrap_ci
 
 
 def main() -> None:

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from cv_report import add_variant_data, arguments, cv_pool, data_dirs, emit, score, summary
 
-from attnmel_cli.evaluation.metrics import delong_test
+from attnmel_cli.evaluation.uncertainty import delong_test
 
 
 def main() -> None:

@@ -35,7 +35,8 @@ from attnmel_cli.evaluation.colour_baseline import (
     colour_features,
     features_of_file,
 )
-from attnmel_cli.evaluation.metrics import average_precision, bootstrap_ci, delong_test, roc_auc
+from attnmel_cli.evaluation.metrics import average_precision, roc_auc
+from attnmel_cli.evaluation.uncertainty import bootstrap_ci, delong_test
 from attnmel_cli.io.model_checkpoint import load_checkpoint
 
 COLOUR = "colour"

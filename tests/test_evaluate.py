@@ -162,7 +162,7 @@ def test_three_class_checkpoint_on_the_prepared_and_the_raw_validation_split(
     melanoma / seborrheic_keratosis columns; both give the same per-class section."""
     sections = [
         run_evaluation(load_data(data, "val"), [tiny_isic2017_checkpoint], torch.device("cpu"),
-                       ZERO, n_boot=0).report["checkpoints"][0]["multiclass"]
+                       ZERO, n_boot=0).report.as_record()["checkpoints"][0]["multiclass"]
         for data in (prepared_val, val_source)
     ]
     prepared, raw = sections
@@ -188,10 +188,11 @@ def test_compare_with_delong_cam_and_val_threshold(
         val_data=data,
         n_boot=0,
     )
-    first, gap = ev.report["checkpoints"]
+    record = ev.report.as_record()
+    first, gap = record["checkpoints"]
     assert "Youden" in first["threshold"]["source"]
     assert set(gap["attention_jaccard"]) == {"cam"}
-    (cmp,) = ev.report["comparisons"]
+    (cmp,) = record["comparisons"]
     assert (cmp["auc_a"], cmp["auc_b"]) == pytest.approx(
         (first["roc_auc"]["value"], gap["roc_auc"]["value"])
     )
@@ -246,7 +247,7 @@ def test_melanoma_figures_equal_the_isic_scorers_definitions_by_hand() -> None:
         class_probs=np.stack([1 - np.array(HAND_P), np.array(HAND_P)], axis=1), jaccard={},
         failed=[],
     )
-    rep = checkpoint_report(sc, 0.5, "fixed", n_boot=0)
+    rep = checkpoint_report(sc, 0.5, "fixed", n_boot=0).as_record()
     assert (rep["n_images"], rep["n_melanoma"]) == (10, 4)
     # called: 0.95 0.85 0.75 0.65 0.55 → TP 3, FP 2; not called: FN 1 (0.25), TN 4
     at = rep["at_threshold"]

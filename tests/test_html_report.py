@@ -158,13 +158,13 @@ def test_warns_only_of_a_checkpoint_trained_on_the_evaluated_images() -> None:
 
     def trained(m: CheckpointMeta, data: EvalData = val, fp: str | None = "f1") -> int:
         o = training_overlap(m, data, fp)
-        assert o["trained_on_evaluated_images"] == (o["images"] > 0) and o["of"] == 10
-        return o["images"]
+        assert o.trained_on_evaluated_images == (o.images > 0) and o.of == 10
+        return o.images
 
     assert trained(meta) == 10  # this prepared dir, a split it trained on
     assert not trained(meta, fp="f2")  # other prepared data
     assert not trained(meta, fp=None)  # data never prepared: no fingerprint
-    assert not training_overlap(meta, val, None)["known"]  # and no ids: unknown
+    assert not training_overlap(meta, val, None).known  # and no ids: unknown
     assert not trained(replace(meta, train_config={"train_splits": "train"}))
     assert trained(replace(meta, train_config={"folds": 3})) == 10  # pooled
     assert not trained(replace(meta, train_config={"folds": 3}),

@@ -17,6 +17,7 @@ from sklearn.metrics import (
 
 from attnmel_cli.errors import AttnMelError
 from attnmel_cli.evaluation import metrics as M
+from attnmel_cli.evaluation import uncertainty as U
 
 
 def _random_case(n: int = 120, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
@@ -55,7 +56,7 @@ def test_perfect_separation() -> None:
     y, p = [0, 0, 0, 1, 1], [0.1, 0.2, 0.3, 0.7, 0.9]
     assert M.roc_auc(y, p) == 1.0
     assert M.average_precision(y, p) == 1.0
-    assert M.bootstrap_ci(y, p, M.roc_auc, n_boot=20) == (1.0, 1.0)
+    assert U.bootstrap_ci(y, p, M.roc_auc, n_boot=20) == (1.0, 1.0)
     assert M.sensitivity_at_specificity(y, p, 0.95).sensitivity == 1.0
     assert M.youden_threshold(y, p).threshold == 0.7
 
@@ -67,8 +68,8 @@ def test_perfect_separation() -> None:
         M.roc_auc,
         M.youden_threshold,
         lambda y, p: M.sensitivity_at_specificity(y, p, 0.8),
-        lambda y, p: M.bootstrap_ci(y, p, M.roc_auc),
-        lambda y, p: M.delong_test(y, p, p),
+        lambda y, p: U.bootstrap_ci(y, p, M.roc_auc),
+        lambda y, p: U.delong_test(y, p, p),
     ],
 )
 @pytest.mark.parametrize("label", [0, 1])
@@ -102,11 +103,11 @@ def test_invalid_inputs(y: list, p: list, message: str) -> None:
 @pytest.mark.parametrize("metric", [M.roc_auc, M.average_precision])
 def test_bootstrap_contains_estimate_and_is_seeded(metric) -> None:
     y, p = _random_case(200)
-    low, high = M.bootstrap_ci(y, p, metric, n_boot=100, seed=3)
+    low, high = U.bootstrap_ci(y, p, metric, n_boot=100, seed=3)
     assert low < metric(y, p) < high
-    assert M.bootstrap_ci(y, p, metric, n_boot=100, seed=3) == (low, high)
-    assert M.bootstrap_ci(y, p, metric, n_boot=100, seed=4) != (low, high)
-    narrow = M.bootstrap_ci(y, p, metric, n_boot=100, alpha=0.5, seed=3)
+    assert U.bootstrap_ci(y, p, metric, n_boot=100, seed=3) == (low, high)
+    assert U.bootstrap_ci(y, p, metric, n_boot=100, seed=4) != (low, high)
+    narrow = U.bootstrap_ci(y, p, metric, n_boot=100, alpha=0.5, seed=3)
     assert low <= narrow[0] <= narrow[1] <= high
 
 
@@ -118,7 +119,7 @@ def test_bootstrap_is_stratified() -> None:
     y = np.array([1] + [0] * 19)
     p = np.r_[0.5, np.linspace(0.0, 0.45, 10), np.linspace(0.55, 1.0, 9)]
     assert M.roc_auc(y, p) == pytest.approx(10 / 19)
-    low, high = M.bootstrap_ci(y, p, M.roc_auc, n_boot=2000)
+    low, high = U.bootstrap_ci(y, p, M.roc_auc, n_boot=2000)
     assert low == pytest.approx(6 / 19, abs=1 / 19 + 1e-9)
     assert high == pytest.approx(14 / 19, abs=1 / 19 + 1e-9)
 
@@ -218,7 +219,7 @@ def _delong_reference(y: np.ndarray, p1: np.ndarray, p2: np.ndarray) -> tuple[fl
 
 def test_delong_hand_case() -> None:
     y = [1, 1, 0, 0]
-    r = M.delong_test(y, [0.9, 0.8, 0.1, 0.2], [0.9, 0.1, 0.8, 0.2])
+    r = U.delong_test(y, [0.9, 0.8, 0.1, 0.2], [0.9, 0.1, 0.8, 0.2])
     # AUCs 1 and 0.5; only the second predictor's melanoma components vary (1, 0): var = 0.5 / 2.
     assert (r.auc1, r.auc2) == (1.0, 0.5)
     assert r.z == pytest.approx(1.0)
@@ -229,17 +230,17 @@ def test_delong_matches_reference_and_sklearn() -> None:
     y, p1 = _random_case(90, seed=7)
     rng = np.random.default_rng(8)
     p2 = np.clip(p1 + rng.normal(0, 0.15, len(p1)), 0, 1).round(2)
-    r = M.delong_test(y, p1, p2)
+    r = U.delong_test(y, p1, p2)
     assert r.auc1 == pytest.approx(roc_auc_score(y, p1))
     assert r.auc2 == pytest.approx(roc_auc_score(y, p2))
     assert (r.z, r.p_value) == pytest.approx(_delong_reference(y, p1, p2))
-    swapped = M.delong_test(y, p2, p1)
+    swapped = U.delong_test(y, p2, p1)
     assert (swapped.z, swapped.p_value) == pytest.approx((-r.z, r.p_value))
 
 
 def test_delong_identical_predictors() -> None:
     y, p = _random_case(50)
-    r = M.delong_test(y, p, p)
+    r = U.delong_test(y, p, p)
     assert (r.z, r.p_value) == (0.0, 1.0)
 
 
@@ -247,7 +248,7 @@ def test_delong_standard_error_agrees_with_paired_bootstrap() -> None:
     y, p1 = _random_case(300, seed=11)
     rng = np.random.default_rng(12)
     p2 = np.clip(0.5 * p1 + 0.5 * rng.random(len(p1)), 0, 1)
-    r = M.delong_test(y, p1, p2)
+    r = U.delong_test(y, p1, p2)
     se_delong = (r.auc1 - r.auc2) / r.z
     diffs = []
     for _ in range(200):

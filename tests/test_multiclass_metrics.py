@@ -59,7 +59,7 @@ def _binary_case(n: int = 150, seed: int = 5) -> tuple[np.ndarray, np.ndarray]:
 
 def test_multiclass_report_equals_scikit_learn() -> None:
     y, probs = _softmax_case()
-    rep = multiclass_report(y, probs, ISIC2017_CLASSES, n_boot=0)
+    rep = multiclass_report(y, probs, ISIC2017_CLASSES, n_boot=0).as_record()
     pred = probs.argmax(axis=1)
     onehot = label_binarize(y, classes=[0, 1, 2])
     aucs = roc_auc_score(onehot, probs, average=None)
@@ -83,7 +83,7 @@ def test_multiclass_report_equals_scikit_learn() -> None:
 
 def test_part3_mean_only_with_both_classes_and_intervals_hold_the_value() -> None:
     y, probs = _softmax_case(seed=3)
-    rep = multiclass_report(y, probs, ("melanoma", "nevus", "other"), n_boot=30, seed=1)
+    rep = multiclass_report(y, probs, ("melanoma", "nevus", "other"), n_boot=30, seed=1).as_record()
     assert "isic2017_part3_mean_auc" not in rep
     for one in rep["per_class"].values():
         low, high = one["roc_auc"]["ci95"]
@@ -93,7 +93,7 @@ def test_part3_mean_only_with_both_classes_and_intervals_hold_the_value() -> Non
 def test_class_without_images_has_no_auc_and_is_left_out_of_balanced_accuracy() -> None:
     y, probs = _softmax_case(seed=4)
     y = np.where(y == 2, 0, y)  # no image of the third class left
-    rep = multiclass_report(y, probs, ("melanoma", "nevus", "other"), n_boot=5)
+    rep = multiclass_report(y, probs, ("melanoma", "nevus", "other"), n_boot=5).as_record()
     assert rep["per_class"]["other"]["n_images"] == 0
     assert math.isnan(rep["per_class"]["other"]["roc_auc"]["value"])
     pred = probs.argmax(axis=1)

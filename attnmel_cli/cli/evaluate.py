@@ -152,7 +152,7 @@ def evaluate(
             options=options.but(workers=0 if workers is None else workers), overwrite=force,
         )
         log.info("wrote the HTML report to %s", ", ".join(map(str, pages)))
-    raise typer.Exit(EXIT_PARTIAL if result.report["failed"] else EXIT_OK)
+    raise typer.Exit(EXIT_PARTIAL if result.report.failed else EXIT_OK)
 
 
 def _setup(
@@ -182,27 +182,29 @@ def _setup(
 def _render(result: Evaluation, out: Path | None, fmt: str, force: bool) -> None:
     """Failed images on stderr, the files in ``out``, the report as JSON (stdout) or a table."""
     from attnmel_cli.cli.render import class_tables, report_table
-    from attnmel_cli.evaluation.leakage import overlap_sentence
     from attnmel_cli.evaluation.rendering import stdout_text, write_outputs
 
-    for failure in result.report["failed"]:
-        report_failure(failure["path"], failure["error"])
-    for rep in result.report["checkpoints"]:  # the table's title says it otherwise
-        overlap = rep["training_overlap"]
-        if overlap["trained_on_evaluated_images"] and fmt != "table":
-            log.warning("%s", overlap_sentence(rep))
-        elif not overlap["known"]:
+    report = result.report
+    for failure in report.failed:
+        report_failure(failure.path, failure.error)
+    for rep in report.checkpoints:  # the table's title says it otherwise
+        overlap = rep.training_overlap
+        if overlap is None:
+            continue
+        if overlap.trained_on_evaluated_images and fmt != "table":
+            log.warning("%s", overlap.sentence(rep.name))
+        elif not overlap.known:
             log.info("%s records no training image ids: whether it trained on some of these "
-                     "images is unknown (scripts/record_train_ids.py adds them)", rep["name"])
-    if result.report["score_weight_zero"]:
-        log.info("left out %d images of score_weight 0", result.report["score_weight_zero"])
-    for rep in result.report["checkpoints"]:
-        if "skipped" in rep.get("multiclass", {}):
-            log.warning("%s: no per-class figures: %s", rep["name"], rep["multiclass"]["skipped"])
+                     "images is unknown (scripts/record_train_ids.py adds them)", rep.name)
+    if report.score_weight_zero:
+        log.info("left out %d images of score_weight 0", report.score_weight_zero)
+    for rep in report.checkpoints:
+        if rep.classes_skipped is not None:
+            log.warning("%s: no per-class figures: %s", rep.name, rep.classes_skipped)
     if out is not None:
         write_outputs(result, out, overwrite=force)
         log.info("wrote predictions.csv, report.json and plots to %s", out)
     if fmt == "table":
-        err.print(report_table(result.report), *class_tables(result.report))
+        err.print(report_table(report), *class_tables(report))
     else:
         typer.echo(stdout_text(result, fmt), nl=False)

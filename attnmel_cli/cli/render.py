@@ -7,7 +7,7 @@ report draws itself (:mod:`attnmel_cli.evaluation.html_report`); both lay out th
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from rich.console import Console
 from rich.markup import escape
@@ -16,6 +16,9 @@ from rich.text import Text
 
 from attnmel_cli.io.safe_text import printable
 from attnmel_cli.models.names import is_binary, melanoma_index
+
+if TYPE_CHECKING:
+    from attnmel_cli.evaluation.results import Report
 
 
 def show_records(stream: TextIO, classes: Sequence[str], records: list[dict[str, Any]]) -> None:
@@ -44,51 +47,49 @@ def records_table(classes: Sequence[str], records: Sequence[dict[str, Any]]) -> 
     return table
 
 
-def class_tables(report: dict[str, Any]) -> list[Table]:
+def class_tables(report: Report) -> list[Table]:
     """Per multi-class checkpoint: its per-class table and its confusion matrix."""
-    from attnmel_cli.evaluation.rendering import CLASS_COLUMNS, class_rows, classes_of
+    from attnmel_cli.evaluation.rendering import CLASS_COLUMNS, class_rows
 
     tables = []
-    for rep in report["checkpoints"]:
-        section = classes_of(rep)
+    for rep in report.checkpoints:
+        section = rep.class_section
         if section is None:
             continue
-        name = printable(rep["name"])  # a file name: its control characters escaped
+        name = printable(rep.name)  # a file name: its control characters escaped
         per_class = Table(title=f"{name} · per class (one vs the rest)",
-                          caption=f"rates of the predicted class: the {section['prediction']}")
+                          caption=f"rates of the predicted class: the {section.prediction}")
         for k, column in enumerate(CLASS_COLUMNS):
             per_class.add_column(column, justify="right" if k else "left", no_wrap=not k)
         for cells in class_rows(section):
             per_class.add_row(*cells)
         cm = Table(title=f"{name} · confusion matrix (rows: true, columns: predicted)")
         cm.add_column("")
-        for name in section["classes"]:
+        for name in section.classes:
             cm.add_column(name, justify="right")
-        for name, counts in zip(section["classes"], section["confusion_matrix"]["counts"],
-                                strict=True):
+        for name, counts in zip(section.classes, section.confusion, strict=True):
             cm.add_row(name, *map(str, counts))
         tables += [per_class, cm]
     return tables
 
 
-def report_table(report: dict[str, Any]) -> Table:
+def report_table(report: Report) -> Table:
     """The report as a Rich table: one column per checkpoint
     (:func:`attnmel_cli.evaluation.rendering.metric_rows`)."""
-    from attnmel_cli.evaluation.leakage import overlap_sentence
     from attnmel_cli.evaluation.rendering import metric_rows  # lazy: matplotlib
 
-    reports = report["checkpoints"]
-    left_out = report["score_weight_zero"]
-    leaks = [overlap_sentence(r) for r in reports
-             if r.get("training_overlap", {}).get("trained_on_evaluated_images")]
+    reports = report.checkpoints
+    left_out = report.score_weight_zero
+    leaks = [r.training_overlap.sentence(r.name) for r in reports
+             if r.training_overlap is not None and r.training_overlap.trained_on_evaluated_images]
     table = Table(
-        title=f"{printable(report['data'])} · split {report['split']} · {report['n_images']} images"
+        title=f"{printable(report.data)} · split {report.split} · {report.n_images} images"
         + (f" ({left_out} of score_weight 0 left out)" if left_out else "")
         + "".join(f"\n[bold red]TRAINED ON THESE IMAGES:[/] {escape(s)}" for s in leaks)
     )
     table.add_column("metric")
     for rep in reports:
-        table.add_column(printable(rep["name"]), justify="right")
+        table.add_column(printable(rep.name), justify="right")
     for label, cells in metric_rows(report):
         table.add_row(label, *cells)
     return table

@@ -28,9 +28,8 @@ from attnmel_cli.data.classes import class_labels, class_weights, resolve_classe
 from attnmel_cli.data.id_set import encode_ids, union_ids
 from attnmel_cli.data.manifest import MANIFEST_NAME, Row
 from attnmel_cli.data.sampler import OversamplingSampler
-from attnmel_cli.data.train_set import TrainSet
 from attnmel_cli.engine.averaging import average_last
-from attnmel_cli.engine.distributed import SINGLE, Dist, make_sampler, process_group
+from attnmel_cli.engine.distributed import SINGLE, Dist, process_group
 from attnmel_cli.engine.epoch import CHANNELS_LAST_DEVICES, Step, train_epoch, validate
 from attnmel_cli.engine.epoch_log import (
     Bar,
@@ -40,11 +39,11 @@ from attnmel_cli.engine.epoch_log import (
     no_progress,
 )
 from attnmel_cli.engine.init_weights import inherited, init_from
+from attnmel_cli.engine.loader import training_loader
 from attnmel_cli.engine.normalize import normalization
 from attnmel_cli.engine.optim import Optimisation, amp_dtype
 from attnmel_cli.engine.setup import (
     TrainingData,
-    cache_images,
     check_config,
     check_resumable,
     determinism,
@@ -158,34 +157,6 @@ def _build(
     return model, meta
 
 
-def _loader(
-    config: TrainConfig, data: TrainingData, labels: list[int], device: torch.device,
-    workers: int, dist: Dist,
-) -> tuple[OversamplingSampler, DataLoader]:
-    """The oversampling sampler (this rank's share of it: melanoma drawn ``oversample`` times,
-    whatever the classes; each source's weighted share) and the training DataLoader over
-    class indices ``labels``."""
-    sampler = make_sampler(dist, [r.label for r in data.train], config.oversample, config.seed,
-                           config.batch_size, config.passes_per_epoch, data.source, data.weights)
-    dataset = TrainSet(data.roots, data.train, config.image_size, config.roi, labels,
-                       config.augment)
-    if config.cache_images:
-        cache_images(dataset, dist.local_world)
-    loader = DataLoader(
-        dataset,
-        batch_size=dist.local_batch(config.batch_size),
-        sampler=sampler,
-        num_workers=workers,
-        pin_memory=device.type == "cuda",
-        drop_last=len(sampler) > dist.local_batch(config.batch_size),  # authors' code drops
-        # the ragged batch (the sharded sampler has dropped it already)
-        persistent_workers=workers > 0,
-        prefetch_factor=4 if workers else None,
-        generator=torch.Generator().manual_seed(config.seed),  # leaves the global RNG alone
-    )
-    return sampler, loader
-
-
 @dataclass
 class _Loop:
     """Everything one epoch needs, built once by :func:`_run`."""
@@ -268,7 +239,7 @@ def _run(
     trained = dist.wrap(model, device, sync_bn=config.sync_bn)  # DDP, or model itself
     workers = train_workers(config.workers, dist.local_world)
     labels = class_labels(data.train, classes)
-    sampler, loader = _loader(config, data, labels.tolist(), device, workers, dist)
+    sampler, loader = training_loader(config, data, labels.tolist(), device, workers, dist)
     weights = class_weights(config.class_weights, labels[sampler.pool], len(classes))
     opt = Optimisation.build(model, config, device, steps_per_epoch=len(loader))
     run = _Standing()

@@ -7,13 +7,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 
 from attnmel_cli.evaluation import metrics
 from attnmel_cli.evaluation import multiclass as mc
+from attnmel_cli.evaluation.report_types import (
+    ClassFigures,
+    ClassSection,
+    Estimate,
+    SkippedClasses,
+)
 from attnmel_cli.evaluation.results import Scores
+from attnmel_cli.evaluation.uncertainty import bootstrap_ci
 
 # ISIC 2017 Part 3 ranks by the mean of the melanoma and seborrheic keratosis AUCs
 ISIC2017_PART3 = ("melanoma", "seborrheic_keratosis")
@@ -22,60 +28,45 @@ PREDICTION_RULE = "arg-max of the class probabilities (a tie goes to the first c
 
 def interval(
     y: np.ndarray, p: np.ndarray, metric: metrics.Metric, n_boot: int, seed: int
-) -> dict[str, Any]:
-    """``{"value", "ci95"}`` of ``metric(y, p)`` (``ci95`` None when ``n_boot`` is 0)."""
+) -> Estimate:
+    """``metric(y, p)`` and its bootstrap interval (None when ``n_boot`` is 0)."""
     value = metric(y, p)
-    ci = metrics.bootstrap_ci(y, p, metric, n_boot=n_boot, seed=seed) if n_boot else None
-    return {"value": value, "ci95": None if ci is None else list(ci)}
+    return Estimate(value, bootstrap_ci(y, p, metric, n_boot=n_boot, seed=seed) if n_boot else None)
 
 
 def multiclass_report(
     y: np.ndarray, probs: np.ndarray, classes: Sequence[str], *, n_boot: int = 1000, seed: int = 0
-) -> dict[str, Any]:
-    """Every per-class figure of true classes ``y`` (n,) scored ``probs`` (n, K) (JSON-ready,
-    non-finite kept as is: a class without images, or with nothing else, has no AUC)."""
+) -> ClassSection:
+    """Every per-class figure of true classes ``y`` (n,) scored ``probs`` (n, K) (non-finite kept
+    as is: a class without images, or with nothing else, has no AUC)."""
     y, probs = mc.check_classes(y, probs)
     pred = mc.predicted_class(probs)
     cm = mc.confusion_matrix(y, pred, len(classes))
-    per_class: dict[str, Any] = {}
+    per_class: dict[str, ClassFigures] = {}
     for c, name in enumerate(classes):
         yc, pc = mc.one_vs_rest(y, probs, c)
         both = 0 < yc.sum() < len(yc)
-        at = mc.class_rates(y, pred, c)
-        per_class[name] = {
-            "n_images": int(yc.sum()),
-            **{
-                key: interval(yc, pc, fn, n_boot, seed) if both
-                else {"value": math.nan, "ci95": None}
-                for key, fn in (("roc_auc", metrics.roc_auc),
-                                ("average_precision", metrics.average_precision))
-            },
-            "sensitivity": at.sensitivity,
-            "specificity": at.specificity,
-            "precision": at.precision,
-            "npv": at.npv,
-            "f1": at.f1,
-        }
-    report: dict[str, Any] = {
-        "classes": list(classes),
-        "n_images": len(y),
-        "prediction": PREDICTION_RULE,
-        "balanced_accuracy": mc.balanced_multiclass_accuracy(cm),
-        "accuracy": float(np.trace(cm) / len(y)),
-        "per_class": per_class,
-        "confusion_matrix": {"rows": "true class", "columns": "predicted class",
-                             "counts": cm.tolist()},
-    }
+        auc, ap = (interval(yc, pc, fn, n_boot, seed) if both else Estimate(math.nan)
+                   for fn in (metrics.roc_auc, metrics.average_precision))
+        per_class[name] = ClassFigures(int(yc.sum()), auc, ap, mc.class_rates(y, pred, c))
+    part3 = None
     if all(name in per_class for name in ISIC2017_PART3):
-        aucs = [per_class[name]["roc_auc"]["value"] for name in ISIC2017_PART3]
-        report["isic2017_part3_mean_auc"] = (aucs[0] + aucs[1]) / 2
-    return report
+        aucs = [per_class[name].roc_auc.value for name in ISIC2017_PART3]
+        part3 = (aucs[0] + aucs[1]) / 2
+    return ClassSection(
+        classes=tuple(classes), n_images=len(y), prediction=PREDICTION_RULE,
+        balanced_accuracy=mc.balanced_multiclass_accuracy(cm),
+        accuracy=float(np.trace(cm) / len(y)), per_class=per_class,
+        confusion=tuple(map(tuple, cm.tolist())), isic2017_part3_mean_auc=part3,
+    )
 
 
-def class_section(sc: Scores, *, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
-    """:func:`multiclass_report` of a multi-class checkpoint's scores; ``{"classes", "skipped":
-    why}`` where the images' diagnoses do not name its classes."""
+def class_section(
+    sc: Scores, *, n_boot: int = 1000, seed: int = 0
+) -> ClassSection | SkippedClasses:
+    """:func:`multiclass_report` of a multi-class checkpoint's scores, or why it has none (the
+    images' diagnoses do not name its classes)."""
     if sc.true_class is None:
-        return {"classes": list(sc.meta.classes), "skipped": sc.class_problem}
+        return SkippedClasses(tuple(sc.meta.classes), sc.class_problem)
     return multiclass_report(sc.true_class, sc.class_probs, sc.meta.classes, n_boot=n_boot,
                              seed=seed)

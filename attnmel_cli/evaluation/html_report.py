@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -26,16 +27,16 @@ from attnmel_cli.evaluation.gallery import (
     Section,
     build_gallery,
 )
-from attnmel_cli.evaluation.leakage import overlap_sentence
 from attnmel_cli.evaluation.plots import class_figures, curve_figures
-from attnmel_cli.evaluation.rendering import CLASS_COLUMNS, class_rows, classes_of, metric_rows
+from attnmel_cli.evaluation.rendering import CLASS_COLUMNS, class_rows, metric_rows
 from attnmel_cli.evaluation.report_figures import (
     diagnosis_chart,
     diagnosis_rows,
     figure_data_uri,
     score_histogram,
 )
-from attnmel_cli.evaluation.results import EvalData, Evaluation
+from attnmel_cli.evaluation.report_types import Failure
+from attnmel_cli.evaluation.results import CheckpointReport, EvalData, Evaluation, Report
 from attnmel_cli.io.atomic import write_text_atomic
 from attnmel_cli.viz.overlay import MAP_LABELS
 
@@ -68,25 +69,25 @@ def training_summary(cfg: dict[str, Any]) -> str:
     return ", ".join(data + [f"{k} {cfg[k]}" for k in TRAINING_FIELDS if k in cfg]) or "—"
 
 
-def _model_card(rep: dict[str, Any]) -> dict[str, Any]:
+def _model_card(rep: CheckpointReport) -> dict[str, Any]:
     """The model-card fields of one checkpoint, as the header shows them."""
-    meta = rep["metadata"]
-    cfg = meta.get("train_config") or {}
+    meta = rep.meta
+    overlap = rep.training_overlap
     return {
-        "name": rep["name"],
-        "path": Path(rep["checkpoint"]).name,  # a report is shared: no local folders in it
+        "name": rep.name,
+        "path": rep.checkpoint.name,  # a report is shared: no local folders in it
         "fields": [
-            ("architecture", f"{meta['arch']} on {meta['backbone']}"
-                             + (f" (width {meta['width']:g})" if meta["width"] != 1 else "")),
-            ("input", f"{meta['image_size']} px (strides {', '.join(map(str, meta['strides']))})"),
-            ("classes", ", ".join(meta["classes"])),
-            ("normalisation", f"mean {meta['mean']}, std {meta['std']}"),
-            ("training", training_summary(cfg)),
-            ("data fingerprint", (meta.get("data_fingerprint") or "—")[:16]),
-            ("attnmel version", meta["attnmel_version"]),
+            ("architecture", f"{meta.arch} on {meta.backbone}"
+                             + (f" (width {meta.width:g})" if meta.width != 1 else "")),
+            ("input", f"{meta.image_size} px (strides {', '.join(map(str, meta.strides))})"),
+            ("classes", ", ".join(meta.classes)),
+            ("normalisation", f"mean {meta.mean}, std {meta.std}"),
+            ("training", training_summary(meta.train_config or {})),
+            ("data fingerprint", (meta.data_fingerprint or "—")[:16]),
+            ("attnmel version", meta.attnmel_version),
         ],
-        "trained_on_this": rep["training_overlap"]["trained_on_evaluated_images"],
-        "overlap": overlap_sentence(rep),
+        "trained_on_this": rep.trained_on_evaluated_images,
+        "overlap": "" if overlap is None else overlap.sentence(rep.name),
     }
 
 
@@ -120,20 +121,19 @@ def _diagnoses(evaluation: Evaluation, data: EvalData) -> dict[str, Any] | None:
         return None
     by_checkpoint = {
         sc.name: diagnosis_rows([diagnosis[i] or "(none)" for i in sc.ids], sc.probs,
-                                rep["threshold"]["value"])
-        for sc, rep in zip(evaluation.scores, evaluation.report["checkpoints"], strict=True)
+                                rep.threshold.value)
+        for sc, rep in zip(evaluation.scores, evaluation.report.checkpoints, strict=True)
     }
     return {"rows": by_checkpoint, "chart": figure_data_uri(diagnosis_chart(by_checkpoint))}
 
 
-def _classes(report: dict[str, Any]) -> dict[str, Any] | None:
+def _classes(report: Report) -> dict[str, Any] | None:
     """The per-class sections of the multi-class checkpoints (None: there is none): per
     checkpoint its name and either its section and table rows, or why it has none."""
     shown = [
-        {"name": rep["name"], "section": classes_of(rep),
-         "skipped": rep["multiclass"].get("skipped"),
-         "rows": class_rows(rep["multiclass"]) if classes_of(rep) else []}
-        for rep in report["checkpoints"] if "multiclass" in rep
+        {"name": rep.name, "section": rep.class_section, "skipped": rep.classes_skipped,
+         "rows": [] if rep.class_section is None else class_rows(rep.class_section)}
+        for rep in report.checkpoints if rep.multiclass is not None
     ]
     return {"checkpoints": shown, "columns": CLASS_COLUMNS} if shown else None
 
@@ -147,12 +147,12 @@ def _shown_path(path: str, base: Path) -> str:
         return Path(path).name
 
 
-def _shareable(report: dict[str, Any], source: Path) -> dict[str, Any]:
+def _shareable(report: Report, source: Path) -> Report:
     """The report with the data dir by name and failed images relative to it."""
-    failed = [{"path": _shown_path(f["path"], source),
-               "error": str(f["error"]).replace(f["path"], _shown_path(f["path"], source))}
-              for f in report["failed"]]
-    return {**report, "data": Path(report["data"]).name, "failed": failed}
+    failed = tuple(Failure(_shown_path(f.path, source),
+                           f.error.replace(f.path, _shown_path(f.path, source)))
+                   for f in report.failed)
+    return replace(report, data=Path(report.data).name, failed=failed)
 
 
 def render_html(
@@ -161,12 +161,12 @@ def render_html(
 ) -> str:
     """The report as one HTML document (``gallery``: :func:`build_gallery`'s sections)."""
     report = _shareable(evaluation.report, data.source)
-    reps = report["checkpoints"]
+    reps = report.checkpoints
     shown = [card for _, cards in gallery for card in cards if card.pictures]
     context = {
         "report": report,
         "created": (created or datetime.now(timezone.utc)).strftime("%Y-%m-%d %H:%M UTC"),
-        "n_melanoma": reps[0]["n_melanoma"],
+        "n_melanoma": reps[0].n_melanoma,
         "models": [_model_card(rep) for rep in reps],
         "metric_rows": metric_rows(report),
         "curves": {name.removesuffix(".png"): figure_data_uri(fig)
@@ -174,13 +174,13 @@ def render_html(
         "classes": _classes(report),
         "class_curves": [(name.removesuffix(".png").replace("_", " "), figure_data_uri(fig))
                          for name, fig in class_figures(evaluation).items()],
-        "histograms": [figure_data_uri(score_histogram(sc, rep["threshold"]["value"]))
+        "histograms": [figure_data_uri(score_histogram(sc, rep.threshold.value))
                        for sc, rep in zip(evaluation.scores, reps, strict=True)],
         "gallery": gallery,
         "outlined": any(card.outlined for card in shown),
         "panels": [caption for caption, _ in shown[0].pictures] if shown else [],
-        "gallery_checkpoint": reps[0]["name"],
-        "threshold": reps[0]["threshold"]["value"],
+        "gallery_checkpoint": reps[0].name,
+        "threshold": reps[0].threshold.value,
         "diagnoses": _diagnoses(evaluation, data),
         "table": _image_table(evaluation, data),
         "map_labels": MAP_LABELS,
@@ -196,7 +196,7 @@ def write_html_report(
     """Build the gallery with the first checkpoint (loaded again on ``device``, scoring as
     ``options`` say), render the report and write it, atomically, to each of ``targets``."""
     first = evaluation.scores[0]
-    threshold = evaluation.report["checkpoints"][0]["threshold"]["value"]
+    threshold = evaluation.report.checkpoints[0].threshold.value
     sections = build_gallery(
         first, data, Session.load(first.checkpoint, device), threshold, gallery, options,
     ) if gallery else []

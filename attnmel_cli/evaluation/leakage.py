@@ -8,6 +8,7 @@ from typing import Any
 
 from attnmel_cli.data.id_set import count_in, decode_ids
 from attnmel_cli.errors import CheckpointError
+from attnmel_cli.evaluation.report_types import TrainingOverlap
 from attnmel_cli.evaluation.results import EvalData
 from attnmel_cli.io.checkpoint import CheckpointMeta
 
@@ -31,11 +32,10 @@ def _split_trained_on(train_config: dict[str, Any], split: str | None) -> bool:
 
 def training_overlap(
     meta: CheckpointMeta, data: EvalData, fingerprint: str | None, where: str = "checkpoint"
-) -> dict[str, Any]:
-    """``{"trained_on_evaluated_images", "images", "of", "evidence", "known"}``: how many of
-    ``data``'s images the checkpoint trained on, by its training image ids where it records them,
-    else by its data fingerprint (this prepared dir, a split it trained on: all of them);
-    ``known`` is false when neither tells (a checkpoint from before 0.2 on other data)."""
+) -> TrainingOverlap:
+    """How many of ``data``'s images the checkpoint trained on, by its training image ids where
+    it records them, else by its data fingerprint (this prepared dir, a split it trained on: all
+    of them); not ``known`` when neither tells (a checkpoint from before 0.2 on other data)."""
     ids = [item.image_id for item in data.items]
     images, evidence = 0, "the checkpoint records neither these images' ids nor this data"
     known = bool(meta.train_image_ids) or bool(fingerprint and meta.data_fingerprint == fingerprint)
@@ -51,12 +51,4 @@ def training_overlap(
         evidence = (f"the checkpoint's data fingerprint is this prepared dir's and it trained on "
                     f"split {data.split!r}" if trained else
                     f"this prepared dir, split {data.split!r}, which it did not train on")
-    return {"trained_on_evaluated_images": images > 0, "images": images,
-            "of": len(set(ids)), "evidence": evidence, "known": known}
-
-
-def overlap_sentence(rep: dict[str, Any]) -> str:
-    """One line for people: ``NAME trained on 150 of these 150 images (evidence): …``."""
-    o = rep["training_overlap"]
-    return (f"{rep['name']} trained on {o['images']} of these {o['of']} images ({o['evidence']}): "
-            "its figures here are not an estimate of its accuracy on new images")
+    return TrainingOverlap(images > 0, images, len(set(ids)), evidence, known)

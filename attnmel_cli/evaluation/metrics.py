@@ -1,4 +1,5 @@
-"""Evaluation metrics: pure functions over numpy arrays (no torch, no files).
+"""Evaluation metrics: pure functions over numpy arrays (no torch, no files); their bootstrap
+intervals and DeLong's test: :mod:`attnmel_cli.evaluation.uncertainty`.
 
 Conventions shared by every function here:
 
@@ -54,16 +55,6 @@ class OperatingPoint:
 
 
 @dataclass(frozen=True)
-class DeLongResult:
-    """DeLong's paired test of two AUCs on the same images (two-sided)."""
-
-    auc1: float
-    auc2: float
-    z: float
-    p_value: float
-
-
-@dataclass(frozen=True)
 class CalibrationBins:
     """Equal-width probability bins: mean probability, melanoma fraction and count per bin."""
 
@@ -73,7 +64,7 @@ class CalibrationBins:
     count: np.ndarray
 
 
-def _labels_scores(
+def labels_scores(
     y: np.ndarray, p: np.ndarray, what: str = "probabilities"
 ) -> tuple[np.ndarray, np.ndarray]:
     """Validate and return ``y`` as int array and ``p`` as float array of equal length."""
@@ -93,7 +84,7 @@ def _labels_scores(
     return y.astype(int), p
 
 
-def _require_both_classes(y: np.ndarray, what: str) -> None:
+def require_both_classes(y: np.ndarray, what: str) -> None:
     """Raise when ``y`` lacks melanoma or non-melanoma images."""
     n_pos = int(y.sum())
     if n_pos == 0 or n_pos == len(y):
@@ -106,46 +97,16 @@ def _require_both_classes(y: np.ndarray, what: str) -> None:
 
 def average_precision(y: np.ndarray, p: np.ndarray) -> float:
     """Average precision, exactly scikit-learn's ``average_precision_score`` (paper §3.1)."""
-    y, p = _labels_scores(y, p)
-    _require_both_classes(y, "average precision")
+    y, p = labels_scores(y, p)
+    require_both_classes(y, "average precision")
     return float(average_precision_score(y, p))
 
 
 def roc_auc(y: np.ndarray, p: np.ndarray) -> float:
     """Area under the ROC curve, exactly scikit-learn's ``roc_auc_score`` (paper §3.1)."""
-    y, p = _labels_scores(y, p)
-    _require_both_classes(y, "ROC AUC")
+    y, p = labels_scores(y, p)
+    require_both_classes(y, "ROC AUC")
     return float(roc_auc_score(y, p))
-
-
-def bootstrap_ci(
-    y: np.ndarray,
-    p: np.ndarray,
-    metric: Metric,
-    n_boot: int = 1000,
-    alpha: float = 0.05,
-    seed: int = 0,
-) -> tuple[float, float]:
-    """Percentile bootstrap ``(low, high)`` interval of ``metric(y, p)`` at level ``1 - alpha``.
-
-    Resampling is stratified: melanoma and non-melanoma images are each drawn with replacement
-    in their own number, so every resample holds both classes and the prevalence stays fixed.
-    The same ``seed`` gives the same interval.
-    """
-    y, p = _labels_scores(y, p)
-    _require_both_classes(y, "a bootstrap interval")
-    if n_boot < 1:
-        raise AttnMelError(f"the bootstrap needs at least 1 resample; got {n_boot}")
-    if not 0 < alpha < 1:
-        raise AttnMelError(f"alpha must lie strictly between 0 and 1; got {alpha}")
-    rng = np.random.default_rng(seed)
-    pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
-    stats = np.empty(n_boot)
-    for i in range(n_boot):
-        idx = np.concatenate([rng.choice(pos, size=len(pos)), rng.choice(neg, size=len(neg))])
-        stats[i] = metric(y[idx], p[idx])
-    low, high = np.quantile(stats, [alpha / 2, 1 - alpha / 2])
-    return float(low), float(high)
 
 
 def _rate(num: int, den: int) -> float:
@@ -155,7 +116,7 @@ def _rate(num: int, den: int) -> float:
 def threshold_metrics(y: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> ThresholdMetrics:
     """Sensitivity, specificity, precision (PPV), balanced accuracy, NPV, accuracy, F1 (Dice:
     2·TP / (2·TP + FP + FN)) and the confusion matrix of ``p >= threshold``."""
-    y, p = _labels_scores(y, p)
+    y, p = labels_scores(y, p)
     pred = p >= threshold
     truth = y == 1
     tp = int(np.sum(pred & truth))
@@ -183,8 +144,8 @@ def roc_points(
     y: np.ndarray, p: np.ndarray, what: str
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Validated full ROC curve ``(fpr, tpr, thresholds)``, every threshold kept."""
-    y, p = _labels_scores(y, p)
-    _require_both_classes(y, what)
+    y, p = labels_scores(y, p)
+    require_both_classes(y, what)
     return roc_curve(y, p, drop_intermediate=False)
 
 
@@ -242,7 +203,7 @@ def calibration_bins(y: np.ndarray, p: np.ndarray, n_bins: int = 10) -> Calibrat
 
     Empty bins have count 0 and ``nan`` means.
     """
-    y, p = _labels_scores(y, p)
+    y, p = labels_scores(y, p)
     if n_bins < 1:
         raise AttnMelError(f"calibration needs at least 1 bin; got {n_bins}")
     idx = np.minimum((p * n_bins).astype(int), n_bins - 1)
@@ -259,43 +220,6 @@ def expected_calibration_error(y: np.ndarray, p: np.ndarray, n_bins: int = 10) -
     used = bins.count > 0
     gaps = np.abs(bins.fraction_positive[used] - bins.mean_probability[used])
     return float(np.sum(bins.count[used] * gaps) / bins.count.sum())
-
-
-def _midranks(x: np.ndarray) -> np.ndarray:
-    """1-based ranks of ``x`` with tied values given their average rank."""
-    _, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
-    before = np.cumsum(counts) - counts  # values strictly smaller than each distinct value
-    return (before + (counts + 1) / 2)[inverse]
-
-
-def delong_test(y: np.ndarray, p1: np.ndarray, p2: np.ndarray) -> DeLongResult:
-    """DeLong's test of AUC(p1) = AUC(p2) for two predictors scored on the same images.
-
-    Uses the fast midrank algorithm of Sun & Xu (IEEE SPL 2014). When the difference has zero
-    variance, ``z`` is 0 (p = 1) for equal AUCs and ±inf (p = 0) otherwise.
-    """
-    y, p1 = _labels_scores(y, p1, "first probabilities")
-    _, p2 = _labels_scores(y, p2, "second probabilities")
-    _require_both_classes(y, "DeLong's test")
-    pos, neg = y == 1, y == 0
-    m, n = int(pos.sum()), int(neg.sum())
-    aucs, v10, v01 = [], [], []
-    for s in (p1, p2):
-        x, z = s[pos], s[neg]
-        tx, tz, t_all = _midranks(x), _midranks(z), _midranks(np.concatenate([x, z]))
-        aucs.append((t_all[:m].sum() - m * (m + 1) / 2) / (m * n))
-        v10.append((t_all[:m] - tx) / n)  # structural components of the melanoma images
-        v01.append(1 - (t_all[m:] - tz) / m)  # ... and of the other images
-    s10 = np.cov(np.array(v10)) if m > 1 else np.zeros((2, 2))
-    s01 = np.cov(np.array(v01)) if n > 1 else np.zeros((2, 2))
-    cov = s10 / m + s01 / n
-    var = cov[0, 0] + cov[1, 1] - 2 * cov[0, 1]
-    diff = aucs[0] - aucs[1]
-    if var <= 1e-15:
-        z = 0.0 if abs(diff) < 1e-12 else math.copysign(math.inf, diff)
-    else:
-        z = diff / math.sqrt(var)
-    return DeLongResult(float(aucs[0]), float(aucs[1]), z, math.erfc(abs(z) / math.sqrt(2)))
 
 
 def jaccard(pred_mask: np.ndarray, true_mask: np.ndarray) -> float:

@@ -13,6 +13,7 @@ from sklearn.metrics import precision_recall_curve, roc_curve
 
 from attnmel_cli.evaluation import metrics
 from attnmel_cli.evaluation.outputs import CLASS_PLOTS
+from attnmel_cli.evaluation.report_types import ClassSection
 from attnmel_cli.evaluation.results import ECE_BINS, Evaluation
 from attnmel_cli.io.atomic import atomic_path
 from attnmel_cli.io.safe_text import plain_label
@@ -40,17 +41,17 @@ def curve_figures(evaluation: Evaluation) -> dict[str, Figure]:
     pr, pr_ax = _figure("Precision–recall", "recall (sensitivity)", "precision")
     rel, rel_ax = _figure("Reliability", "mean predicted p(melanoma)", "fraction melanoma")
     rel_ax.plot([0, 1], [0, 1], ls=":", c="grey")
-    for sc, rep in zip(evaluation.scores, evaluation.report["checkpoints"], strict=True):
+    for sc, rep in zip(evaluation.scores, evaluation.report.checkpoints, strict=True):
         name = plain_label(sc.name)  # a file name: drawn as written, never as mathtext
         fpr, tpr, _ = roc_curve(sc.labels, sc.probs)
-        roc_ax.plot(fpr, tpr, label=f"{name} (AUC {rep['roc_auc']['value']:.3f})")
+        roc_ax.plot(fpr, tpr, label=f"{name} (AUC {rep.roc_auc.value:.3f})")
         prec, rec, _ = precision_recall_curve(sc.labels, sc.probs)
         pr_ax.step(
-            rec, prec, where="post", label=f"{name} (AP {rep['average_precision']['value']:.3f})"
+            rec, prec, where="post", label=f"{name} (AP {rep.average_precision.value:.3f})"
         )
         bins = metrics.calibration_bins(sc.labels, sc.probs, ECE_BINS)
         used = bins.count > 0
-        ece = rep["expected_calibration_error"]["value"]
+        ece = rep.expected_calibration_error.value
         rel_ax.plot(
             bins.mean_probability[used],
             bins.fraction_positive[used],
@@ -67,9 +68,9 @@ def class_figures(evaluation: Evaluation) -> dict[str, Figure]:
     curve of every class with images, and the confusion matrix of the arg-max prediction (each
     row as a fraction of its class, the counts written in); by the name of the file ``evaluate
     --out`` writes each to. Empty without a multi-class checkpoint whose classes are known."""
-    shown = [(sc, rep["multiclass"]) for sc, rep in
-             zip(evaluation.scores, evaluation.report["checkpoints"], strict=True)
-             if sc.true_class is not None]
+    shown = [(sc, rep.class_section) for sc, rep in
+             zip(evaluation.scores, evaluation.report.checkpoints, strict=True)
+             if rep.class_section is not None]
     if not shown:
         return {}
     figures = {name: Figure(figsize=(5 * len(shown), 5), dpi=100) for name in CLASS_PLOTS}
@@ -84,17 +85,17 @@ def class_figures(evaluation: Evaluation) -> dict[str, Figure]:
         pr_ax.set(title=f"{title}: one-vs-rest precision–recall", xlabel="recall",
                   ylabel="precision", xlim=(0, 1), ylim=(0, 1.02))
         roc_ax.plot([0, 1], [0, 1], ls=":", c="grey")
-        for c, name in enumerate(section["classes"]):
+        for c, name in enumerate(section.classes):
             y, p = sc.true_class == c, sc.class_probs[:, c]
             if 0 < y.sum() < len(y):
-                one = section["per_class"][name]
+                one = section.per_class[name]
                 fpr, tpr, _ = roc_curve(y, p)
                 roc_ax.plot(fpr, tpr,
-                            label=f"{plain_label(name)} (AUC {one['roc_auc']['value']:.3f})")
+                            label=f"{plain_label(name)} (AUC {one.roc_auc.value:.3f})")
                 prec, rec, _ = precision_recall_curve(y, p)
                 pr_ax.step(rec, prec, where="post",
                            label=f"{plain_label(name)} "
-                                 f"(AP {one['average_precision']['value']:.3f})")
+                                 f"(AP {one.average_precision.value:.3f})")
         for ax in (roc_ax, pr_ax):
             ax.grid(alpha=0.3)
             ax.legend(loc="lower right", fontsize="small")
@@ -102,12 +103,12 @@ def class_figures(evaluation: Evaluation) -> dict[str, Figure]:
     return figures
 
 
-def _confusion_panel(ax: Any, name: str, section: dict[str, Any]) -> None:
+def _confusion_panel(ax: Any, name: str, section: ClassSection) -> None:
     """The confusion matrix of a per-class section: rows true, columns predicted."""
-    counts = np.asarray(section["confusion_matrix"]["counts"])
+    counts = np.asarray(section.confusion)
     fraction = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
     ax.imshow(fraction, cmap="Blues", vmin=0, vmax=1)
-    ticks, labels = range(len(section["classes"])), list(map(plain_label, section["classes"]))
+    ticks, labels = range(len(section.classes)), list(map(plain_label, section.classes))
     ax.set_xticks(ticks, labels, rotation=30, ha="right")
     ax.set_yticks(ticks, labels)
     ax.set(title=f"{name}: confusion matrix", xlabel="predicted class", ylabel="true class")

@@ -14,9 +14,17 @@ from pathlib import Path
 from typing import Any
 
 from attnmel_cli.evaluation.isic_scorer import PARTIAL_AUC_SENSITIVITY, SENSITIVITIES
+from attnmel_cli.evaluation.metrics import ThresholdMetrics
 from attnmel_cli.evaluation.outputs import check_outputs
 from attnmel_cli.evaluation.plots import write_plots
-from attnmel_cli.evaluation.results import SPECIFICITIES, Evaluation, Scores
+from attnmel_cli.evaluation.report_types import ClassSection, Estimate
+from attnmel_cli.evaluation.results import (
+    SPECIFICITIES,
+    CheckpointReport,
+    Evaluation,
+    Report,
+    Scores,
+)
 from attnmel_cli.io.atomic import write_text_atomic
 from attnmel_cli.io.safe_text import csv_cell
 from attnmel_cli.models.names import is_binary
@@ -33,9 +41,10 @@ def _finite_or_none(value: Any) -> Any:
     return value
 
 
-def report_json(report: dict[str, Any]) -> str:
-    """The report as strict JSON (NaN and infinity as null)."""
-    return json.dumps(_finite_or_none(report), indent=2, ensure_ascii=False) + "\n"
+def report_json(record: dict[str, Any]) -> str:
+    """A report's record (:meth:`Report.as_record`) as strict JSON (NaN and infinity as
+    null)."""
+    return json.dumps(_finite_or_none(record), indent=2, ensure_ascii=False) + "\n"
 
 
 def _maps(scores: Sequence[Scores]) -> list[str]:
@@ -99,7 +108,7 @@ def stdout_text(evaluation: Evaluation, fmt: str) -> str:
     """``evaluate --format json|csv|jsonl``: the report as JSON, or the per-image records as
     CSV or JSON lines."""
     if fmt == "json":
-        return report_json(evaluation.report)
+        return report_json(evaluation.report.as_record())
     if fmt == "csv":
         return predictions_csv(evaluation.scores)
     records = prediction_records(evaluation.scores)
@@ -114,7 +123,8 @@ def write_outputs(evaluation: Evaluation, out: Path, *, overwrite: bool = False)
         write_text_atomic(
             out / "predictions.csv", predictions_csv(evaluation.scores), overwrite=overwrite
         ),
-        write_text_atomic(out / "report.json", report_json(evaluation.report), overwrite=overwrite),
+        write_text_atomic(out / "report.json", report_json(evaluation.report.as_record()),
+                          overwrite=overwrite),
     ]
     return written + write_plots(evaluation, out, overwrite=overwrite)
 
@@ -123,76 +133,77 @@ def _fmt(value: float | None, digits: int = 3) -> str:
     return "—" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
 
 
-def _with_ci(block: dict[str, Any]) -> str:
-    """``value [low, high]`` of an ``{"value", "ci95"}`` block."""
-    ci = block["ci95"]
-    return _fmt(block["value"]) + ("" if ci is None else f" [{_fmt(ci[0])}, {_fmt(ci[1])}]")
+def _with_ci(estimate: Estimate) -> str:
+    """``value [low, high]`` of an estimate."""
+    ci = estimate.ci95
+    return _fmt(estimate.value) + ("" if ci is None else f" [{_fmt(ci[0])}, {_fmt(ci[1])}]")
 
 
-def classes_of(rep: dict[str, Any]) -> dict[str, Any] | None:
-    """A checkpoint report's per-class section, or None (binary, or skipped)."""
-    section = rep.get("multiclass")
-    return None if section is None or "skipped" in section else section
+def _counts(rates: ThresholdMetrics) -> str:
+    """The confusion matrix in one cell: ``TN / FP / FN / TP``."""
+    return f"{rates.tn} / {rates.fp} / {rates.fn} / {rates.tp}"
 
 
-def metric_rows(report: dict[str, Any]) -> list[tuple[str, list[str]]]:
+# the rates at the threshold, in the tables' order
+AT_THRESHOLD: tuple[tuple[str, Callable[[ThresholdMetrics], float]], ...] = (
+    ("sensitivity", lambda r: r.sensitivity),
+    ("specificity", lambda r: r.specificity),
+    ("precision (PPV)", lambda r: r.precision),
+    ("NPV", lambda r: r.npv),
+    ("balanced accuracy", lambda r: r.balanced_accuracy),
+    ("accuracy", lambda r: r.accuracy),
+    ("F1 (Dice)", lambda r: r.f1),
+)
+
+
+def metric_rows(report: Report) -> list[tuple[str, list[str]]]:
     """The report's figures as (label, one cell per checkpoint) rows: the terminal table's and
     the HTML report's (the paper's Table 1–3 layout, then the ISIC scorer's figures)."""
-    reports = report["checkpoints"]
+    reports = report.checkpoints
     rows: list[tuple[str, list[str]]] = []
 
-    def row(label: str, cell: Callable[[dict[str, Any]], str]) -> None:
+    def row(label: str, cell: Callable[[CheckpointReport], str]) -> None:
         rows.append((label, [cell(r) for r in reports]))
 
-    row("AP (95 % CI)", lambda r: _with_ci(r["average_precision"]))
-    row("AUC (95 % CI)", lambda r: _with_ci(r["roc_auc"]))
+    row("AP (95 % CI)", lambda r: _with_ci(r.average_precision))
+    row("AUC (95 % CI)", lambda r: _with_ci(r.roc_auc))
     row(
         f"AUC above {PARTIAL_AUC_SENSITIVITY:.0%} sensitivity",
-        lambda r: _with_ci(r["roc_auc_above_sensitivity"]),
+        lambda r: _with_ci(r.roc_auc_above_sensitivity.auc),
     )
-    row("threshold t (melanoma: p ≥ t)", lambda r: _fmt(r["threshold"]["value"]))
-    for key, label in (
-        ("sensitivity", "sensitivity"),
-        ("specificity", "specificity"),
-        ("precision", "precision (PPV)"),
-        ("npv", "NPV"),
-        ("balanced_accuracy", "balanced accuracy"),
-        ("accuracy", "accuracy"),
-        ("f1", "F1 (Dice)"),
-    ):
-        row(f"  {label}", lambda r, k=key: _fmt(r["at_threshold"][k]))
-    row(
-        "  TN / FP / FN / TP",
-        lambda r: "{tn} / {fp} / {fn} / {tp}".format(**r["at_threshold"]["confusion_matrix"]),
-    )
+    row("threshold t (melanoma: p ≥ t)", lambda r: _fmt(r.threshold.value))
+    for label, rate in AT_THRESHOLD:
+        row(f"  {label}", lambda r, rate=rate: _fmt(rate(r.at_threshold.rates)))
+    row("  TN / FP / FN / TP", lambda r: _counts(r.at_threshold.rates))
     for spec in SPECIFICITIES:
         row(
             f"sensitivity @ {spec:.0%} specificity",
-            lambda r, s=f"{spec:.2f}": _fmt(r["sensitivity_at_specificity"][s]["sensitivity"]),
+            lambda r, s=spec: _fmt(r.sensitivity_at_specificity[s].sensitivity),
         )
     for sens in SENSITIVITIES:
         row(
             f"specificity @ {sens:.0%} sensitivity",
-            lambda r, s=f"{sens:.2f}": _fmt(r["specificity_at_sensitivity"][s]["specificity"]),
+            lambda r, s=sens: _fmt(r.specificity_at_sensitivity[s].specificity),
         )
-    row("ECE", lambda r: _fmt(r["expected_calibration_error"]["value"]))
-    sections = [classes_of(r) for r in reports]
+    row("ECE", lambda r: _fmt(r.expected_calibration_error.value))
+    sections = [r.class_section for r in reports]
     if any(sections):
-        for key, label in (("balanced_accuracy", "balanced multi-class accuracy"),
-                           ("accuracy", "multi-class accuracy")):
-            rows.append((label, [_fmt(s[key]) if s else "—" for s in sections]))
-    if any(s and "isic2017_part3_mean_auc" in s for s in sections):
+        rows.append(("balanced multi-class accuracy",
+                     [_fmt(s.balanced_accuracy) if s else "—" for s in sections]))
+        rows.append(("multi-class accuracy", [_fmt(s.accuracy) if s else "—" for s in sections]))
+    if any(s and s.isic2017_part3_mean_auc is not None for s in sections):
         rows.append(("ISIC 2017 Part 3: mean AUC (MEL, SK)", [
-            _fmt(s.get("isic2017_part3_mean_auc")) if s else "—" for s in sections
+            _fmt(s.isic2017_part3_mean_auc) if s else "—" for s in sections
         ]))
-    maps = list(dict.fromkeys(n for r in reports for n in r.get("attention_jaccard", {})))
+    maps = list(dict.fromkeys(n for r in reports for n in r.attention_jaccard))
     for name in maps:
         row(
             f"Jaccard {name} (Table 3)",
-            lambda r, n=name: _fmt(r.get("attention_jaccard", {}).get(n, {}).get("mean")),
+            lambda r, n=name: _fmt(r.attention_jaccard[n].mean if n in r.attention_jaccard
+                                   else None),
         )
-    if report["comparisons"]:
-        p_values = [_fmt(c["p_value"], 4) for c in report["comparisons"]]
+    if report.comparisons:
+        p_values = [_fmt(c.p_value, 4) for c in report.comparisons]
         rows.append(("AUC vs first: p (DeLong)", ["", *p_values]))
     return rows
 
@@ -201,11 +212,12 @@ CLASS_COLUMNS = ("class", "images", "AUC (95 % CI)", "AP (95 % CI)", "sens.", "s
                  "NPV", "F1")
 
 
-def class_rows(section: dict[str, Any]) -> list[list[str]]:
+def class_rows(section: ClassSection) -> list[list[str]]:
     """One row per class of a per-class section (:data:`CLASS_COLUMNS`): one-vs-rest AUC and AP,
     and the rates of the arg-max prediction."""
     return [
-        [name, str(c["n_images"]), _with_ci(c["roc_auc"]), _with_ci(c["average_precision"]),
-         *(_fmt(c[k]) for k in ("sensitivity", "specificity", "precision", "npv", "f1"))]
-        for name, c in section["per_class"].items()
+        [name, str(c.n_images), _with_ci(c.roc_auc), _with_ci(c.average_precision),
+         *(_fmt(v) for v in (c.rates.sensitivity, c.rates.specificity, c.rates.precision,
+                             c.rates.npv, c.rates.f1))]
+        for name, c in section.per_class.items()
     ]

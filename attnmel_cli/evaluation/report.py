@@ -6,9 +6,8 @@ side by side on the same images.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -27,15 +26,28 @@ from attnmel_cli.evaluation.isic_scorer import (
     partial_auc_above_sensitivity,
 )
 from attnmel_cli.evaluation.leakage import prepared_fingerprint, training_overlap
+from attnmel_cli.evaluation.report_types import (
+    AtThreshold,
+    Bootstrap,
+    CalibrationError,
+    Comparison,
+    Failure,
+    MapJaccard,
+    PartialAuc,
+    Threshold,
+)
 from attnmel_cli.evaluation.results import (
     ECE_BINS,
     SPECIFICITIES,
     Advance,
+    CheckpointReport,
     EvalData,
     Evaluation,
+    Report,
     Scores,
 )
 from attnmel_cli.evaluation.scoring import score
+from attnmel_cli.evaluation.uncertainty import delong_test
 from attnmel_cli.models.names import is_binary
 
 # How ``evaluate`` calls an image melanoma; the ISIC scorer calls it so when p > 0.5, which
@@ -45,66 +57,46 @@ DECISION_RULE = "p_melanoma >= threshold"
 
 def checkpoint_report(
     sc: Scores, threshold: float, threshold_source: str, *, n_boot: int = 1000, seed: int = 0
-) -> dict[str, Any]:
-    """Every figure of one checkpoint on its scored images (JSON-ready, non-finite kept as is),
-    with the per-class section of a multi-class checkpoint."""
+) -> CheckpointReport:
+    """Every figure of one checkpoint on its scored images (non-finite kept as is), with the
+    per-class section of a multi-class checkpoint (its training overlap: not checked here)."""
     y, p = sc.labels, sc.probs
     if len(y) == 0:
         first = f"; the first: {sc.failed[0][1]}" if sc.failed else ""
         raise AttnMelError(
             f"{sc.checkpoint}: no image could be scored ({len(sc.failed)} failed{first})"
         )
-    at = metrics.threshold_metrics(y, p, threshold)
-    meta = sc.meta
-    report: dict[str, Any] = {
-        "checkpoint": str(sc.checkpoint),
-        "name": sc.name,
-        "metadata": {**{k: v for k, v in asdict(meta).items() if k != "train_image_ids"},
-                     "preprocessing": meta.preprocessing},
-        "n_images": len(y),
-        "n_melanoma": int(y.sum()),
-        "average_precision": interval(y, p, metrics.average_precision, n_boot, seed),
-        "roc_auc": interval(y, p, metrics.roc_auc, n_boot, seed),
-        "roc_auc_above_sensitivity": {
-            "min_sensitivity": PARTIAL_AUC_SENSITIVITY,
-            **interval(y, p, partial_auc_above_sensitivity, n_boot, seed),
+    return CheckpointReport(
+        checkpoint=sc.checkpoint,
+        name=sc.name,
+        meta=sc.meta,
+        n_images=len(y),
+        n_melanoma=int(y.sum()),
+        average_precision=interval(y, p, metrics.average_precision, n_boot, seed),
+        roc_auc=interval(y, p, metrics.roc_auc, n_boot, seed),
+        roc_auc_above_sensitivity=PartialAuc(
+            PARTIAL_AUC_SENSITIVITY, interval(y, p, partial_auc_above_sensitivity, n_boot, seed)
+        ),
+        threshold=Threshold(threshold, threshold_source, DECISION_RULE),
+        at_threshold=AtThreshold(metrics.threshold_metrics(y, p, threshold),
+                                 int(np.sum(p == threshold))),
+        sensitivity_at_specificity={
+            spec: metrics.sensitivity_at_specificity(y, p, spec) for spec in SPECIFICITIES
         },
-        "threshold": {"value": threshold, "source": threshold_source, "rule": DECISION_RULE},
-        "at_threshold": {
-            "sensitivity": at.sensitivity,
-            "specificity": at.specificity,
-            "precision": at.precision,
-            "balanced_accuracy": at.balanced_accuracy,
-            "npv": at.npv,
-            "accuracy": at.accuracy,
-            "f1": at.f1,
-            "confusion_matrix": {"tn": at.tn, "fp": at.fp, "fn": at.fn, "tp": at.tp},
-            "n_at_threshold": int(np.sum(p == threshold)),
+        specificity_at_sensitivity={
+            sens: metrics.specificity_at_sensitivity(y, p, sens) for sens in SENSITIVITIES
         },
-        "sensitivity_at_specificity": {
-            f"{spec:.2f}": asdict(metrics.sensitivity_at_specificity(y, p, spec))
-            for spec in SPECIFICITIES
-        },
-        "specificity_at_sensitivity": {
-            f"{sens:.2f}": asdict(metrics.specificity_at_sensitivity(y, p, sens))
-            for sens in SENSITIVITIES
-        },
-        "expected_calibration_error": {
-            "value": metrics.expected_calibration_error(y, p, ECE_BINS),
-            "bins": ECE_BINS,
-        },
-    }
-    if not is_binary(sc.meta.classes):
-        report["multiclass"] = class_section(sc, n_boot=n_boot, seed=seed)
-    if sc.jaccard:
-        report["attention_jaccard"] = {
-            name: {
-                "mean": float(np.nanmean(v)) if np.isfinite(v).any() else None,
-                "n_images": int(np.isfinite(v).sum()),
-            }
+        expected_calibration_error=CalibrationError(
+            metrics.expected_calibration_error(y, p, ECE_BINS), ECE_BINS
+        ),
+        multiclass=None if is_binary(sc.meta.classes)
+        else class_section(sc, n_boot=n_boot, seed=seed),
+        attention_jaccard={
+            name: MapJaccard(float(np.nanmean(v)) if np.isfinite(v).any() else None,
+                             int(np.isfinite(v).sum()))
             for name, v in sc.jaccard.items()
-        }
-    return report
+        },
+    )
 
 
 def display_names(checkpoints: Sequence[Path]) -> list[str]:
@@ -116,22 +108,14 @@ def display_names(checkpoints: Sequence[Path]) -> list[str]:
     return names if len(set(names)) == len(names) else [str(p) for p in checkpoints]
 
 
-def compare(first: Scores, other: Scores) -> dict[str, Any]:
+def compare(first: Scores, other: Scores) -> Comparison:
     """DeLong's paired test of ``other``'s AUC against ``first``'s on the images both scored."""
     where = {image_id: k for k, image_id in enumerate(other.ids)}
     ia = [k for k, image_id in enumerate(first.ids) if image_id in where]
     ib = [where[first.ids[k]] for k in ia]
-    r = metrics.delong_test(first.labels[ia], first.probs[ia], other.probs[ib])
-    return {
-        "checkpoint_a": first.name,
-        "checkpoint_b": other.name,
-        "n_images": len(ia),
-        "test": "DeLong (paired, two-sided)",
-        "auc_a": r.auc1,
-        "auc_b": r.auc2,
-        "z": r.z,
-        "p_value": r.p_value,
-    }
+    r = delong_test(first.labels[ia], first.probs[ia], other.probs[ib])
+    return Comparison(first.name, other.name, len(ia), "DeLong (paired, two-sided)", r.auc1,
+                      r.auc2, r.z, r.p_value)
 
 
 def run_evaluation(
@@ -164,7 +148,7 @@ def run_evaluation(
             "AP and AUC need both melanoma and other images"
         )
     all_scores: list[Scores] = []
-    reports = []
+    reports: list[CheckpointReport] = []
     fingerprint = prepared_fingerprint(data)
     for ckpt, name in zip(checkpoints, display_names(checkpoints), strict=True):
         session = Session.load(ckpt, device)
@@ -176,35 +160,27 @@ def run_evaluation(
             source = f"chosen on split {val_data.split!r} (Youden's J)"
         all_scores.append(sc)
         rep = checkpoint_report(sc, t, source, n_boot=n_boot, seed=seed)
-        rep["training_overlap"] = training_overlap(sc.meta, data, fingerprint, str(ckpt))
-        reports.append(rep)
-    return Evaluation(_assemble(data, reports, all_scores, n_boot, seed), all_scores)
+        overlap = training_overlap(sc.meta, data, fingerprint, str(ckpt))
+        reports.append(replace(rep, training_overlap=overlap))
+    return Evaluation(assemble_report(data, reports, all_scores, n_boot, seed), all_scores)
 
 
-def _assemble(
-    data: EvalData, reports: list[dict[str, Any]], scores: list[Scores], n_boot: int, seed: int
-) -> dict[str, Any]:
-    """The whole report: the data (``n_images``: the images every checkpoint scored; images
-    that failed and those the ground truth weighs 0 are not in it), the bootstrap, each
-    checkpoint's figures, the comparisons of each with the first, and every image that failed."""
+def assemble_report(
+    data: EvalData, reports: Sequence[CheckpointReport], scores: Sequence[Scores], n_boot: int,
+    seed: int,
+) -> Report:
+    """The whole report of ``reports`` (one per checkpoint, in order) on ``data``: the images
+    every checkpoint scored, the bootstrap, the comparisons of each checkpoint with the first, and
+    every image that failed."""
     failed = {path: error for sc in scores for path, error in sc.failed}
-    return {
-        "attnmel_version": __version__,
-        "data": str(data.source),
-        "split": data.split,
-        # true when any checkpoint trained on some of these images (each says how many)
-        "trained_on_evaluated_images": any(
-            r["training_overlap"]["trained_on_evaluated_images"] for r in reports),
-        "n_images": len(data.items) - len(failed),
-        "n_failed": len(failed),
-        "score_weight_zero": data.score_weight_zero,
-        "bootstrap": {
-            "resamples": n_boot,
-            "seed": seed,
-            "confidence": 0.95,
-            "method": "percentile, resampling melanoma and other images separately",
-        },
-        "checkpoints": reports,
-        "comparisons": [compare(scores[0], sc) for sc in scores[1:]],
-        "failed": [{"path": p, "error": e} for p, e in failed.items()],
-    }
+    return Report(
+        attnmel_version=__version__,
+        data=str(data.source),
+        split=data.split,
+        n_images=len(data.items) - len(failed),
+        score_weight_zero=data.score_weight_zero,
+        bootstrap=Bootstrap(n_boot, seed),
+        checkpoints=tuple(reports),
+        comparisons=tuple(compare(scores[0], sc) for sc in scores[1:]),
+        failed=tuple(Failure(p, e) for p, e in failed.items()),
+    )
