@@ -21,10 +21,10 @@ from pathlib import Path
 
 from attnmel_cli.config import TrainConfig
 from attnmel_cli.data.id_set import decode_ids, encode_ids, union_ids
-from attnmel_cli.data.manifest import read_manifest
+from attnmel_cli.data.manifest import data_fingerprint, read_manifest
 from attnmel_cli.data.mix import EXTRA_SPLITS
 from attnmel_cli.data.prepare import prepared_crop_fraction
-from attnmel_cli.engine.setup import data_fingerprint, split_rows
+from attnmel_cli.engine.setup import split_rows
 from attnmel_cli.io.atomic import atomic_path
 from attnmel_cli.io.checkpoint import CheckpointMeta, read_tensors, save_file
 

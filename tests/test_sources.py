@@ -14,11 +14,10 @@ import numpy as np
 import pytest
 
 from attnmel_cli.data.id_set import count_in, decode_ids
-from attnmel_cli.data.manifest import read_manifest, write_manifest
+from attnmel_cli.data.manifest import data_fingerprint, read_manifest, write_manifest
 from attnmel_cli.data.mix import parse_source_weights, source_names
 from attnmel_cli.data.prepare import prepare_dataset
 from attnmel_cli.data.sampler import OversamplingSampler
-from attnmel_cli.engine.setup import data_fingerprint
 from attnmel_cli.engine.trainer import TrainInterrupted, train
 from attnmel_cli.errors import AttnMelError, DataError
 from attnmel_cli.io.checkpoint import read_metadata

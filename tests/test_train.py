@@ -14,11 +14,11 @@ import pytest
 import torch
 
 from attnmel_cli.data.augment import AREA, ASPECT, random_view, resized_crop, strong_view
-from attnmel_cli.data.manifest import read_manifest
+from attnmel_cli.data.manifest import data_fingerprint, read_manifest
 from attnmel_cli.data.prepare import META_NAME
 from attnmel_cli.data.sampler import OversamplingSampler
 from attnmel_cli.data.train_set import TrainSet
-from attnmel_cli.engine.setup import check_resumable, data_fingerprint
+from attnmel_cli.engine.setup import check_resumable
 from attnmel_cli.engine.trainer import TrainInterrupted, train
 from attnmel_cli.errors import AttnMelError, DataError
 from attnmel_cli.io.model_checkpoint import load_checkpoint

@@ -11,11 +11,14 @@ lesion on one side), the rest are kept for breaking results down.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from attnmel_cli.config import CROP_FRACTION
 from attnmel_cli.errors import DataError
 from attnmel_cli.io.atomic import write_text_atomic
 from attnmel_cli.io.safe_text import csv_cell, csv_value, printable
@@ -218,3 +221,14 @@ def write_manifest(prepared_dir: str | Path, rows: list[Row]) -> Path:
         values += [row.attributes.get(c, "") for c in extra]
         writer.writerow("" if v is None else csv_cell(v) for v in values)
     return write_text_atomic(Path(prepared_dir) / MANIFEST_NAME, buf.getvalue())
+
+
+def data_fingerprint(rows: Sequence[Row], crop_fraction: float = CROP_FRACTION) -> str:
+    """SHA-256 over (image_id, split, label, image sha256) of every manifest row, by id, and the
+    prepared crop where it is not the paper's (so that fingerprints before it stay)."""
+    h = hashlib.sha256()
+    if crop_fraction != CROP_FRACTION:
+        h.update(f"crop={crop_fraction}\n".encode())
+    for row in sorted(rows, key=lambda r: r.image_id):
+        h.update(f"{row.image_id},{row.split},{row.label},{row.sha256}\n".encode())
+    return h.hexdigest()

@@ -4,7 +4,6 @@ dir, seeding and determinism, and decoding the training images into RAM when the
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import time
@@ -14,10 +13,10 @@ from pathlib import Path
 
 import torch
 
-from attnmel_cli.config import CROP_FRACTION, TrainConfig
+from attnmel_cli.config import TrainConfig
 from attnmel_cli.data.augment import AUGMENTS
 from attnmel_cli.data.folds import fold_split
-from attnmel_cli.data.manifest import MANIFEST_NAME, SPLITS, Row, read_manifest
+from attnmel_cli.data.manifest import MANIFEST_NAME, SPLITS, Row, data_fingerprint, read_manifest
 from attnmel_cli.data.mix import (
     EXTRA_SPLITS,
     TrainSource,
@@ -44,17 +43,6 @@ RESUME_MAY_CHANGE = frozenset(
      "resume", "force", "sync_bn", "tensorboard"}
 )
 CACHE_RAM_FRACTION = 0.25  # decoded training images are kept in RAM up to this share of it
-
-
-def data_fingerprint(rows: Sequence[Row], crop_fraction: float = CROP_FRACTION) -> str:
-    """SHA-256 over (image_id, split, label, image sha256) of every manifest row, by id, and the
-    prepared crop where it is not the paper's (so that fingerprints before it stay)."""
-    h = hashlib.sha256()
-    if crop_fraction != CROP_FRACTION:
-        h.update(f"crop={crop_fraction}\n".encode())
-    for row in sorted(rows, key=lambda r: r.image_id):
-        h.update(f"{row.image_id},{row.split},{row.label},{row.sha256}\n".encode())
-    return h.hexdigest()
 
 
 def check_config(config: TrainConfig) -> None:

@@ -17,9 +17,8 @@ def prepared_fingerprint(data: EvalData) -> str | None:
     """The data fingerprint of a prepared dir (as training records it), None for other data."""
     if not data.prepared:
         return None
-    from attnmel_cli.data.manifest import read_manifest
+    from attnmel_cli.data.manifest import data_fingerprint, read_manifest
     from attnmel_cli.data.prepare import prepared_crop_fraction
-    from attnmel_cli.engine.setup import data_fingerprint
 
     return data_fingerprint(read_manifest(data.source), prepared_crop_fraction(data.source))
 
