@@ -47,6 +47,7 @@ from attnmel_cli.evaluation.colour_baseline import (
 )
 from attnmel_cli.evaluation.results import EvalData, Item
 from attnmel_cli.evaluation.scoring import score as score_items
+from attnmel_cli.evaluation.uncertainty import delong_test
 
 NAMES = {
     "today": "today's recipe (ISIC 2017 only)",
@@ -127,7 +128,8 @@ def main() -> None:
     for name, entry in entries.items():
         entry["jaccard"] = jaccard.get(name, {})
     report: dict[str, object] = {"folds": args.folds, "seed": args.seed, "best": best,
-                                 "delong_reference": rows[0], "cv": entries}
+                                 "delong_reference": rows[0], "cv": entries,
+                                 "delong_vs_best": versus(y, oof, best, rows)}
     if args.isic2016:
         photos, y16, folds16, ext = isic2016_colour(args.isic2016, assignment, colour_models)
         for row in [*rows, f"{best}+tta"]:
@@ -140,6 +142,13 @@ def main() -> None:
             ext[row] = _pick(np.array(cache["isic2016"][row]), folds16)
         report["isic2016_out_of_fold"] = external(y16, folds16, ext, args.seed)
     emit(report, markdown(report), args.json, args.markdown)
+
+
+def versus(y: np.ndarray, oof: dict[str, np.ndarray], best: str, rows: list[str]
+           ) -> dict[str, float]:
+    """DeLong's p of the best row against every other trained row (is it ahead by more than
+    noise?), over the pooled out-of-fold scores."""
+    return {r: delong_test(y, oof[best], oof[r]).p_value for r in rows if r != best}
 
 
 def _name(key: str) -> str:
@@ -162,6 +171,10 @@ def markdown(report: dict) -> str:
             f"| {_name(key)} | {e['auc_mean']:.3f} ± {e['auc_sd']:.3f} | {e['ap_mean']:.3f} ± "
             f"{e['ap_sd']:.3f} | {_ci(e, 'auc')} | {_ci(e, 'ap')} | {cells[0]} | {cells[1]} | "
             f"{'—' if d is None else format(d['p_value'], '.3g')} |")
+    vs = report.get("delong_vs_best", {})
+    if vs:
+        lines += ["", f"DeLong's paired test, {_name(report['best'])} (the best mean AUC) against "
+                  + "; ".join(f"{_name(k)}: p = {p:.3g}" for k, p in vs.items()) + "."]
     ext = report.get("isic2016_out_of_fold")
     if ext:
         lines += ["", f"ISIC 2016 test photos at full resolution (131 of the 379 test images; "

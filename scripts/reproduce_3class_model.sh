@@ -21,6 +21,7 @@
 # INIT=CKPT: two-stage, as the default model (docs/external-data.md): every 3-class run starts
 # from CKPT (the binary HAM10000 first stage of scripts/reproduce_ham_model.sh, its classifier
 # left out: `train --init` across classes), and so do the binary fold runs.
+# ROI=lesion: the attention regularised by the lesion masks (`--roi lesion`, as the default model).
 # STEPS (default all): prepare train ship report; a later call with the rest carries on.
 # RUNS (default all): which training runs: final 3class binary.
 set -euo pipefail
@@ -31,13 +32,14 @@ JOBS=${JOBS:-2}
 THREADS=${THREADS:-1}
 WORKERS=${WORKERS:-1}
 INIT=${INIT:-}
+ROI=${ROI:-none}
 STEPS=${STEPS:-prepare train ship report}
 RUNS=${RUNS:-final 3class binary}
 FOLDS=3
 EPOCHS=4
 export RECIPE_STR="--backbone efficientnet_lite0 --pretrained --arch attnmel --image-size 192
   --epochs $EPOCHS --optimizer adamw --schedule onecycle --lr 3e-4 --weight-decay 0.01
-  --batch-size 32 --seed 0${INIT:+ --init $INIT}"
+  --batch-size 32 --seed 0 --roi $ROI${INIT:+ --init $INIT}"
 
 job() {  # name extra-flags…: one training run into $WORK/runs/name (skipped when complete)
   local out="$WORK/runs/$1"; shift
