@@ -7,7 +7,7 @@
 #    lesions are centred and its 200×150 photos would keep only 120 px of the paper's crop).
 # 2. stage1: AttnMel-CNN (EfficientNet-Lite0, ImageNet) on all of HAM10000 (train + val, none of
 #    it is an ISIC 2017 image), 2 epochs at 128 px (its photos hold ~150 px); stage1-lesion: the
-#    same with --roi lesion.
+#    same with --roi lesion (each only when a row or FINAL needs it).
 # 3. the rows, each a 3-fold cross-validation over ISIC 2017 train + val (seed 0: the card's
 #    folds; every fold model its last epoch), all with today's recipe (4 epochs at 192 px,
 #    AdamW one-cycle 3e-4):
@@ -16,14 +16,19 @@
 #      mixed      --data ISIC --data HAM --source-weights ham10000=0.1 (each epoch: every ISIC
 #                 image, a fresh tenth of HAM10000's oversampled pool, ~37 % of the draws)
 #      twostage-lesion, mixed-lesion: the same with --roi lesion (stage1-lesion for twostage)
-# 4. report: scripts/cv_report_ham.py (AUC, AP, Table 3 Jaccard, DeLong vs today, TTA of the
-#    best, the colour baseline, the ISIC 2016 photos out of fold); its cache keeps the scores of
-#    rows already reported, so a later session scores only the rows it added.
-# 5. final (FINAL=row, default twostage): that row's recipe once more on all 2,150 ISIC 2017
-#    train + val images (no held-out fold: the last epoch), written to $WORK/final-<row>; copy it
-#    to weights/ and export it by hand (see weights/README.md).
+# 4. report: scripts/cv_report_ham.py (AUC, AP, Table 3 Jaccard, DeLong vs today and vs the
+#    best, TTA of the best, the colour baseline, the ISIC 2016 photos out of fold); its cache
+#    keeps the scores of rows already reported, so a later session scores only the rows it added.
+# 5. final (FINAL=row, default twostage-lesion, the shipped default): that row's recipe once
+#    more on all 2,150 ISIC 2017 train + val images (no held-out fold: the last epoch), written
+#    to $WORK/final-<row>; copy it to weights/ and export it by hand (see weights/README.md).
 # Every training run checkpoints each epoch; re-running the script resumes an interrupted run
-# and skips finished ones, so it can be carried across sessions. JOBS runs side by side.
+# and skips finished ones, so it can be carried across sessions. JOBS runs side by side, each
+# with THREADS torch threads and WORKERS loading workers (on a GPU: JOBS=6 THREADS=2 WORKERS=2).
+# Wall times (weights/README.md): on the 2-core Xeon stage 1 17–33 min, a fold run 16–23 min
+# (two side by side), the final 27 min, the report 10–25 min; on one H200 stage 1 2 min, every
+# fold run 1–2 min (nine side by side), the final 1 min. The 3-class model:
+# scripts/reproduce_3class_model.sh.
 set -euo pipefail
 WORK=${1:-runs/ham}
 ISIC2017=${ISIC2017:-../shared/data/isic2017-256}
@@ -33,7 +38,7 @@ JOBS=${JOBS:-2}
 WORKERS=${WORKERS:-1}  # data-loading workers per run
 THREADS=${THREADS:-$((2 / JOBS > 0 ? 2 / JOBS : 1))}  # torch threads per fold run
 STEPS=${STEPS:-prepare stage1 folds report final}
-FINAL=${FINAL:-twostage}
+FINAL=${FINAL:-twostage-lesion}
 ROWS=${ROWS:-twostage today mixed twostage-lesion mixed-lesion}
 FOLDS=3
 EPOCHS=4
